@@ -1,0 +1,51 @@
+"""``create_app``: the Starlette application; its lifespan owns every resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from ..bus import Bus, Keys
+from ..errors import FlowrtError
+from ..metrics import Metrics
+from ..settings import Settings
+from ..store import Database, ExecutionStore
+from .problems import Problem, handle_flowrt_error, handle_http, handle_problem
+from .routes import ROUTES
+from .state import ApiState
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Starlette:
+    """Build the API. Nothing connects until the lifespan starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        db = Database(settings.database_url, min_size=settings.db_pool_min,
+                      max_size=settings.db_pool_max, timeout=settings.db_timeout)
+        bus = Bus(settings.redis_url, Keys(settings.redis_prefix), timeout=settings.redis_timeout)
+        await db.start()
+        await bus.start()
+        app.state.flowrt = ApiState(settings=settings, db=db, bus=bus,
+                                    executions=ExecutionStore(db),
+                                    metrics=Metrics(registry or CollectorRegistry()))
+        try:
+            yield
+        finally:
+            await bus.close()
+            await db.close()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            Problem: handle_problem,
+            FlowrtError: handle_flowrt_error,
+            HTTPException: handle_http,
+        },
+    )

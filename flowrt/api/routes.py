@@ -1,0 +1,176 @@
+"""Route handlers. Append, then publish: the event is committed before its hint is sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from ..errors import Unavailable
+from ..events import EXECUTION_STATUSES, Hint, is_reserved
+from ..store.executions import Appended
+from .body import read_json
+from .problems import Problem
+from .schemas import EVENT_NAME, EXECUTION_ID, Accepted, EventRequest, StartRequest, request_hash
+from .state import ApiState
+
+__all__ = ["ROUTES"]
+
+_log = structlog.get_logger("flowrt.api")
+_encoder = msgspec.json.Encoder()
+
+
+def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(value), status_code=status, headers=headers,
+                    media_type="application/json")
+
+
+def _state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.flowrt
+    return state
+
+
+def _execution_id(value: str) -> str:
+    if not EXECUTION_ID.match(value):
+        raise Problem(400, "malformed-execution-id", "Malformed Execution Id",
+                      "an execution id is 1-128 letters, digits, '_', '.' or '-',"
+                      " starting with a letter or digit")
+    return value
+
+
+async def _accepted(request: Request, state: ApiState, appended: Appended) -> Response:
+    if appended.created:
+        state.metrics.events_appended.labels(workflow=appended.workflow).inc()
+        # The event is durable now. If the hint cannot be sent, the event stays
+        # unpublished and the workers' relay sends it: still accepted, never lost.
+        try:
+            await state.bus.publish([Hint(tenant=state.settings.tenant,
+                                          execution_id=appended.execution_id, seq=appended.seq)])
+            await state.executions.mark_published(state.settings.tenant, appended.execution_id,
+                                                  appended.seq)
+        except Unavailable as exc:
+            state.metrics.publish_failures.inc()
+            _log.warning("hint not published; the relay will send it",
+                         execution_id=appended.execution_id, seq=appended.seq, error=str(exc))
+    body = Accepted(execution_id=appended.execution_id, event_id=appended.event_id,
+                    seq=appended.seq)
+    location = f"/v1/executions/{appended.execution_id}"
+    return _json(body, 202, {"Location": location})
+
+
+async def start_execution(request: Request) -> Response:
+    state = _state(request)
+    s = state.settings
+    body = await read_json(request, StartRequest, limit=s.body_limit, max_depth=s.max_json_depth)
+    if body.execution_id is not None:
+        _execution_id(body.execution_id)
+    if body.version is not None and body.version < 1:
+        raise Problem(422, "invalid-body", "Invalid Request Body", "version must be positive")
+    appended = await state.executions.start(
+        s.tenant, workflow=body.workflow, version=body.version, input=body.input,
+        execution_id=body.execution_id, request_hash=request_hash(body))
+    return await _accepted(request, state, appended)
+
+
+async def send_event(request: Request) -> Response:
+    state = _state(request)
+    s = state.settings
+    execution_id = _execution_id(request.path_params["execution_id"])
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= 255 and key.isprintable()):
+        raise Problem(400, "malformed-idempotency-key", "Malformed Idempotency-Key",
+                      "Idempotency-Key must be 1-255 printable characters")
+    body = await read_json(request, EventRequest, limit=s.body_limit, max_depth=s.max_json_depth)
+    if is_reserved(body.name):
+        raise Problem(422, "reserved-event-name", "Reserved Event Name",
+                      f"event names starting with 'flowrt.' belong to the runtime: {body.name!r}")
+    if not EVENT_NAME.match(body.name):
+        raise Problem(422, "invalid-event-name", "Invalid Event Name",
+                      "an event name is 1-128 letters, digits, '_', '.' or '-',"
+                      " starting with a letter or '_'")
+    appended = await state.executions.append(
+        s.tenant, execution_id, name=body.name, payload=body.payload, idempotency_key=key,
+        request_hash=request_hash(body))
+    return await _accepted(request, state, appended)
+
+
+async def get_execution(request: Request) -> Response:
+    state = _state(request)
+    execution_id = _execution_id(request.path_params["execution_id"])
+    return _json(await state.executions.get(state.settings.tenant, execution_id))
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise Problem(400, "invalid-query", "Invalid Query Parameter",
+                      f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+async def list_events(request: Request) -> Response:
+    state = _state(request)
+    execution_id = _execution_id(request.path_params["execution_id"])
+    after = _int_param(request, "after", 0, 0, 2**62)
+    limit = _int_param(request, "limit", 1000, 1, 1000)
+    events = await state.executions.events(state.settings.tenant, execution_id, after=after,
+                                           limit=limit)
+    return _json({"execution_id": execution_id, "events": events,
+                  "next_after": events[-1].seq if len(events) == limit else None})
+
+
+async def list_executions(request: Request) -> Response:
+    state = _state(request)
+    status = request.query_params.get("status")
+    if status is not None and status not in EXECUTION_STATUSES:
+        raise Problem(400, "invalid-query", "Invalid Query Parameter",
+                      f"status must be one of {', '.join(EXECUTION_STATUSES)}")
+    workflow = request.query_params.get("workflow")
+    limit = _int_param(request, "limit", 50, 1, 500)
+    page = await state.executions.list(state.settings.tenant, workflow=workflow, status=status,
+                                       limit=limit, cursor=request.query_params.get("cursor"))
+    return _json(page)
+
+
+async def healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = _state(request)
+    checks: dict[str, str] = {}
+    for name, ping in (("postgres", state.db.ping), ("redis", state.bus.ping)):
+        try:
+            await ping()
+            checks[name] = "ok"
+        except Unavailable as exc:
+            checks[name] = str(exc)
+    if all(v == "ok" for v in checks.values()):
+        return _json({"status": "ready", "checks": checks})
+    raise Problem(503, "not-ready", "Not Ready", "a dependency is unreachable",
+                  headers={"Retry-After": "5"}, checks=checks)
+
+
+async def metrics(request: Request) -> Response:
+    return PlainTextResponse(generate_latest(_state(request).metrics.registry),
+                             media_type=CONTENT_TYPE_LATEST)
+
+
+from starlette.routing import Route  # noqa: E402
+
+ROUTES = [
+    Route("/v1/executions", start_execution, methods=["POST"]),
+    Route("/v1/executions", list_executions, methods=["GET"]),
+    Route("/v1/executions/{execution_id}", get_execution, methods=["GET"]),
+    Route("/v1/executions/{execution_id}/events", send_event, methods=["POST"]),
+    Route("/v1/executions/{execution_id}/events", list_events, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

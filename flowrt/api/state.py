@@ -1,0 +1,21 @@
+"""What the API's lifespan owns: the pool, the Redis client, the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..bus import Bus
+from ..metrics import Metrics
+from ..settings import Settings
+from ..store import Database, ExecutionStore
+
+__all__ = ["ApiState"]
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    db: Database
+    bus: Bus
+    executions: ExecutionStore
+    metrics: Metrics

@@ -1,0 +1,22 @@
+"""Driver errors become flowrt errors here, at the Redis boundary."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis import exceptions as rexc
+
+from ..errors import BusUnavailable
+
+__all__ = ["unavailable"]
+
+
+@asynccontextmanager
+async def unavailable() -> AsyncIterator[None]:
+    """Turn "Redis cannot be reached" into ``BusUnavailable``."""
+    try:
+        yield
+    except (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError) as exc:
+        raise BusUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc

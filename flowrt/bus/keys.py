@@ -1,0 +1,29 @@
+"""Every Redis key and group name flowrt uses, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["GROUP", "Keys"]
+
+GROUP = "workers"  # the one consumer group all workers read in
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Keys under one prefix (``FLOWRT_REDIS_PREFIX``), so deployments and tests can share a server."""
+
+    prefix: str
+
+    @property
+    def stream(self) -> str:
+        """Wake-up hints: fields t (tenant), x (execution id), s (seq)."""
+        return f"{self.prefix}:hints"
+
+    @property
+    def dead(self) -> str:
+        """Dead-lettered hints, with the reason and the delivery count."""
+        return f"{self.prefix}:dead"
+
+    def lock(self, tenant: str, execution_id: str) -> str:
+        return f"{self.prefix}:lock:{tenant}:{execution_id}"

@@ -1,0 +1,184 @@
+"""``Bus``: owns the Redis client; publishes, reads, acks, reclaims and dead-letters hints."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
+from ..events import Hint
+from .errors_map import unavailable
+from .keys import GROUP, Keys
+from .lock import Lock
+
+__all__ = ["Bus", "Delivery", "unavailable"]
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    """One stream message: its id, the hint it carries, how often it was delivered."""
+
+    message_id: str
+    hint: Hint | None  # None when the fields were unreadable (acked and dropped)
+    deliveries: int = 1
+
+
+def _script(name: str) -> str:
+    return resources.files("flowrt.bus").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def _hint(fields: dict[str, str] | None) -> Hint | None:
+    try:
+        assert fields is not None
+        return Hint(tenant=fields["t"], execution_id=fields["x"], seq=int(fields["s"]))
+    except (AssertionError, KeyError, ValueError):
+        return None
+
+
+class Bus:
+    """The Redis side. ``start`` connects lazily (no I/O in the constructor); ``close`` closes."""
+
+    def __init__(self, url: str, keys: Keys, *, timeout: float = 5.0) -> None:
+        self._url = url
+        self.keys = keys
+        self._timeout = timeout
+        self._client: aioredis.Redis | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("Bus was closed; create a new one")
+        self._client = aioredis.from_url(
+            self._url, decode_responses=True, socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout, health_check_interval=15)
+        self._ack = self._client.register_script(_script("ack.lua"))
+        self._dead = self._client.register_script(_script("dead_letter.lua"))
+        self._extend = self._client.register_script(_script("extend.lua"))
+        self._release = self._client.register_script(_script("release.lua"))
+
+    def lock(self, tenant: str, execution_id: str, ttl: float) -> Lock:
+        """A new, not yet acquired lock on one execution."""
+        return Lock(self.client, self.keys.lock(tenant, execution_id), ttl,
+                    extend=self._extend, release=self._release)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise RuntimeError("Bus is not started")
+        return self._client
+
+    async def ping(self) -> None:
+        async with unavailable():
+            await self.client.ping()
+
+    async def ensure_group(self) -> None:
+        """Create the stream and group if missing. Starts at 0 so no hint is skipped."""
+        async with unavailable():
+            try:
+                await self.client.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
+            except rexc.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def publish(self, hints: list[Hint]) -> None:
+        async with unavailable():
+            if len(hints) == 1:
+                h = hints[0]
+                await self.client.xadd(self.keys.stream, {"t": h.tenant, "x": h.execution_id, "s": h.seq})
+                return
+            async with self.client.pipeline(transaction=False) as pipe:
+                for h in hints:
+                    pipe.xadd(self.keys.stream, {"t": h.tenant, "x": h.execution_id, "s": h.seq})
+                await pipe.execute()
+
+    async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        """New hints for this consumer. Raises ``rexc.ResponseError`` with NOGROUP if the group vanished."""
+        async with unavailable():
+            reply = await self.client.xreadgroup(GROUP, consumer, {self.keys.stream: ">"},
+                                                 count=count, block=block_ms)
+        out = []
+        for _stream, messages in reply or []:
+            for message_id, fields in messages:
+                out.append(Delivery(message_id=message_id, hint=_hint(fields)))
+        return out
+
+    async def ack(self, message_ids: list[str]) -> int:
+        if not message_ids:
+            return 0
+        async with unavailable():
+            return int(await self._ack(keys=[self.keys.stream], args=[GROUP, *message_ids]))
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, page: int = 100) -> tuple[list[Delivery], list[str]]:
+        """Take over hints idle longer than ``min_idle_ms`` (XAUTOCLAIM, paged to the end).
+
+        Returns the claimed deliveries with their delivery counts, and the ids that
+        were pending but whose entries were deleted (the reconciler covers those).
+        """
+        claimed: list[Delivery] = []
+        deleted: list[str] = []
+        start = "0-0"
+        async with unavailable():
+            while True:
+                reply: Any = await self.client.xautoclaim(
+                    self.keys.stream, GROUP, consumer, min_idle_ms, start_id=start, count=page)
+                start, messages = reply[0], reply[1]
+                deleted.extend(reply[2] if len(reply) > 2 else [])
+                if messages:
+                    counts = await self._delivery_counts(consumer, [m[0] for m in messages])
+                    claimed.extend(Delivery(message_id=mid, hint=_hint(fields),
+                                            deliveries=counts.get(mid, 1))
+                                   for mid, fields in messages)
+                if start in ("0-0", b"0-0"):
+                    break
+        return claimed, deleted
+
+    async def _delivery_counts(self, consumer: str, ids: list[str]) -> dict[str, int]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for mid in ids:
+                pipe.xpending_range(self.keys.stream, GROUP, mid, mid, 1, consumername=consumer)
+            replies = await pipe.execute()
+        return {r[0]["message_id"]: int(r[0]["times_delivered"]) for r in replies if r}
+
+    async def touch(self, consumer: str, message_ids: list[str]) -> None:
+        """Reset the idle time of hints still being worked on, so nobody reclaims them.
+
+        XCLAIM with JUSTID does not count a delivery, unlike a real redelivery.
+        """
+        if not message_ids:
+            return
+        async with unavailable():
+            await self.client.xclaim(self.keys.stream, GROUP, consumer, 0, message_ids,
+                                     justid=True)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        h = delivery.hint
+        async with unavailable():
+            await self._dead(
+                keys=[self.keys.stream, self.keys.dead],
+                args=[GROUP, delivery.message_id, h.tenant if h else "", h.execution_id if h else "",
+                      h.seq if h else 0, delivery.deliveries, reason])
+
+    async def stats(self) -> tuple[int, int]:
+        """Stream length and the group's pending count (0 when the group is missing)."""
+        async with unavailable():
+            length = await self.client.xlen(self.keys.stream)
+            try:
+                pending = await self.client.xpending(self.keys.stream, GROUP)
+            except rexc.ResponseError:
+                return int(length), 0
+        return int(length), int(pending["pending"])

@@ -1,0 +1,315 @@
+"""The ``flowrt`` and ``flowrt-worker`` commands: parse, configure, call the library.
+
+Errors print one line and exit non-zero; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from importlib.metadata import version as _pkg_version
+from typing import Any
+
+from .errors import FlowrtError, NotFound
+from .settings import Settings, load_settings
+
+__all__ = ["main", "worker_main"]
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str | None = None) -> None:
+        self.code = code
+        self.message = message
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    s = load_settings(os.environ)
+    return s.with_overrides(
+        database_url=getattr(args, "database_url", None),
+        redis_url=getattr(args, "redis_url", None),
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        metrics_port=getattr(args, "metrics_port", None),
+        concurrency=getattr(args, "concurrency", None),
+    )
+
+
+def _configure_logs(s: Settings, prefix: str | None = None) -> None:
+    from .logging import configure_logging
+
+    configure_logging(s.log_level, s.log_format, prefix)
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(coro)
+
+
+# --- commands ----------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .store import migrate
+
+    s = _settings(args)
+    applied = asyncio.run(migrate(s.database_url, timeout=s.db_timeout,
+                                  progress=lambda m: print(m, file=sys.stderr)))
+    print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import create_app
+
+    s = _settings(args)
+    _configure_logs(s, "api")
+    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="warning",
+                timeout_graceful_shutdown=int(s.shutdown_grace), access_log=False)
+    return 0
+
+
+def _load_app(target: str) -> Any:
+    from .app import App
+
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise _Exit(2, f"--app must look like 'package.module:attribute', got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _Exit(2, f"cannot import {module_name!r}: {exc}") from None
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise _Exit(2, f"{target!r} is not a flowrt.App")
+    return app
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    app = _load_app(args.app)
+    _configure_logs(s, "worker")
+    return _run(_worker(s, app))
+
+
+async def _worker(s: Settings, app: Any) -> int:
+    from .worker import Worker
+
+    async with Worker(s, app) as worker:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+    return 0
+
+
+def cmd_workflows_apply(args: argparse.Namespace) -> int:
+    from .definition import load_definition
+
+    s = _settings(args)
+    workflows = [load_definition(path) for path in args.files]
+    return _run(_apply(s, workflows))
+
+
+async def _apply(s: Settings, workflows: list[Any]) -> int:
+    from .store import Database
+    from .store.definitions import DefinitionStore
+
+    async with Database(s.database_url, timeout=s.db_timeout) as db:
+        store = DefinitionStore(db)
+        for wf in workflows:
+            created = await store.register(s.tenant, wf)
+            print(f"{wf.name} version {wf.version}: {'registered' if created else 'unchanged'}")
+    return 0
+
+
+def cmd_workflows_list(args: argparse.Namespace) -> int:
+    return _run(_list_workflows(_settings(args)))
+
+
+async def _list_workflows(s: Settings) -> int:
+    from .store import Database
+    from .store.definitions import DefinitionStore
+
+    async with Database(s.database_url, timeout=s.db_timeout) as db:
+        for name, version, created in await DefinitionStore(db).list(s.tenant):
+            print(f"{name}\t{version}\t{created}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .definition import load_definition
+    from .machine import replay
+    from .replay_report import read_log, render_json, render_table
+
+    override = load_definition(args.definition) if args.definition else None
+    if args.log:
+        if override is None:
+            raise _Exit(2, "--log needs --definition (the log file does not carry it)")
+        label, workflow, log = args.log, override, read_log(args.log)
+    else:
+        if not args.execution_id:
+            raise _Exit(2, "give an EXECUTION_ID, or --log FILE with --definition FILE")
+        label = args.execution_id
+        workflow, log = _run_fetch(_settings(args), args.execution_id, override)
+    result = replay(workflow, log, until=args.until)
+    if args.json:
+        sys.stdout.buffer.write(render_json(label, result) + b"\n")
+    else:
+        color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        print(render_table(label, result, color=color))
+    return 0 if result.matches else 1
+
+
+def _run_fetch(s: Settings, execution_id: str, override: Any) -> Any:
+    return asyncio.run(_fetch_log(s, execution_id, override))
+
+
+async def _fetch_log(s: Settings, execution_id: str, override: Any) -> Any:
+    from .store import Database, ExecutionStore, ProcessingStore
+    from .store.definitions import DefinitionStore
+
+    async with Database(s.database_url, timeout=s.db_timeout) as db:
+        execution = await ExecutionStore(db).get(s.tenant, execution_id)
+        workflow = override or await DefinitionStore(db).get(
+            s.tenant, execution.workflow, execution.version)
+        logged = await ProcessingStore(db).load(s.tenant, execution_id, 0, execution.last_seq)
+    return workflow, [e.recorded for e in logged]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .replay_report import write_log
+
+    _workflow, log = _run_fetch(_settings(args), args.execution_id, None)
+    sys.stdout.buffer.write(write_log(log))
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from .dev import run_dev
+
+    return run_dev(_settings(args), workers=args.workers, app_target=args.app)
+
+
+# --- parsing -----------------------------------------------------------------
+
+
+def _connection_flags(p: argparse.ArgumentParser, redis: bool = True) -> None:
+    p.add_argument("--database-url", help="PostgreSQL URL (env FLOWRT_DATABASE_URL)")
+    if redis:
+        p.add_argument("--redis-url", help="Redis URL (env FLOWRT_REDIS_URL)")
+
+
+def _worker_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--app", required=True, help="import string of a flowrt.App, e.g. workers.demo:app")
+    _connection_flags(p)
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (env FLOWRT_METRICS_PORT, 0 disables)")
+    p.add_argument("--concurrency", type=int, help="executions processed at once (env FLOWRT_CONCURRENCY)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowrt", description="flowrt: an event-sourced state-machine runtime.",
+        epilog="Settings come from FLOWRT_* variables; flags override them. See docs/operations.md.")
+    parser.add_argument("--version", action="version", version=f"flowrt {_pkg_version('flowrt')}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("migrate", help="apply database migrations (idempotent)")
+    _connection_flags(p, redis=False)
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("api", help="serve the HTTP API")
+    _connection_flags(p)
+    p.add_argument("--host", help="listen host (env FLOWRT_HOST)")
+    p.add_argument("--port", type=int, help="listen port (env FLOWRT_PORT)")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run a worker (same as flowrt-worker)")
+    _worker_flags(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("workflows", help="register and list workflow definitions")
+    wsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = wsub.add_parser("apply", help="register definition files (a version is immutable)")
+    a.add_argument("files", nargs="+", metavar="FILE", help=".yaml, .json or .toml definition")
+    _connection_flags(a, redis=False)
+    a.set_defaults(func=cmd_workflows_apply)
+    a = wsub.add_parser("list", help="list registered definitions")
+    _connection_flags(a, redis=False)
+    a.set_defaults(func=cmd_workflows_list)
+
+    p = sub.add_parser("replay", help="replay an execution's log through its definition",
+                       description="Exit 0 when the replay matches the recorded log, 1 when it"
+                                   " diverges, 2 when the execution does not exist.")
+    p.add_argument("execution_id", nargs="?", metavar="EXECUTION_ID")
+    p.add_argument("--until", type=int, metavar="SEQ", help="stop after this seq")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--definition", metavar="FILE", help="replay against this definition instead")
+    p.add_argument("--log", metavar="FILE", help="replay an exported JSONL log (needs --definition)")
+    _connection_flags(p, redis=False)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("export", help="print an execution's log as JSONL (input of replay --log)")
+    p.add_argument("execution_id", metavar="EXECUTION_ID")
+    _connection_flags(p, redis=False)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("dev", help="run the whole stack locally with the demo workflow")
+    _connection_flags(p)
+    p.add_argument("--app", default="workers.demo:app", help="worker app (default workers.demo:app)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--port", type=int, help="API port (env FLOWRT_PORT)")
+    p.set_defaults(func=cmd_dev)
+    return parser
+
+
+def _guard(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+    except _Exit as exc:
+        if exc.message:
+            print(f"flowrt: error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except NotFound as exc:
+        if args.debug:
+            raise
+        print(f"flowrt: error: {exc}", file=sys.stderr)
+        return 2
+    except FlowrtError as exc:
+        if args.debug:
+            raise
+        print(f"flowrt: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"flowrt: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _guard(args.func, args)
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flowrt-worker", description="Run a flowrt worker.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _worker_flags(parser)
+    args = parser.parse_args(argv)
+    return _guard(cmd_worker, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

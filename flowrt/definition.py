@@ -1,0 +1,294 @@
+"""Workflow definitions: the typed model, loading from YAML/JSON/TOML, validation.
+
+A definition is data. ``load_definition`` reads a file, ``parse_definition`` takes
+the same structure as Python objects; both return a validated ``Workflow`` (the
+definition plus its compiled guards) or raise ``DefinitionError`` listing every
+problem with its location.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from .errors import DefinitionError
+from .events import is_reserved
+from .guards import Guard, GuardSyntaxError
+
+__all__ = [
+    "Definition",
+    "State",
+    "Transition",
+    "Workflow",
+    "definition_hash",
+    "load_definition",
+    "parse_definition",
+]
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+
+
+class Transition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+                 omit_defaults=True):
+    """Where an event leads. No ``target`` means an internal transition (actions only)."""
+
+    target: str | None = None
+    guard: str | None = None
+    actions: tuple[str, ...] = ()
+    on_error: str | None = None
+
+
+class State(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+            omit_defaults=True):
+    """A state: its transitions by event name, entry and exit actions, finality.
+
+    An event may map to one transition or a list of guarded candidates, tried in
+    order; the first whose guard passes (or that has no guard) is taken.
+    """
+
+    on: dict[str, Transition | list[Transition]] = msgspec.field(default_factory=dict)
+    entry: tuple[str, ...] = ()
+    exit: tuple[str, ...] = ()
+    final: bool = False
+
+
+class Definition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
+                 omit_defaults=True):
+    """A workflow definition. ``(name, version)`` is immutable once registered."""
+
+    name: str
+    version: int
+    initial: str = ""
+    states: dict[str, State] = msgspec.field(default_factory=dict)
+    description: str = ""
+
+
+class Workflow:
+    """A validated definition with its guards compiled; what the machine runs."""
+
+    __slots__ = ("_guards", "definition")
+
+    def __init__(self, definition: Definition, guards: dict[str, Guard]) -> None:
+        self.definition = definition
+        self._guards = guards
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def version(self) -> int:
+        return self.definition.version
+
+    def candidates(self, state: str, event: str) -> list[Transition]:
+        spec = self.definition.states[state].on.get(event)
+        if spec is None:
+            return []
+        return spec if isinstance(spec, list) else [spec]
+
+    def guard(self, source: str) -> Guard:
+        return self._guards[source]
+
+    def action_names(self) -> set[str]:
+        names: set[str] = set()
+        for state in self.definition.states.values():
+            names.update(state.entry, state.exit)
+            for spec in state.on.values():
+                for t in spec if isinstance(spec, list) else [spec]:
+                    names.update(t.actions)
+        return names
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r}, version={self.version})"
+
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def definition_hash(definition: Definition) -> str:
+    """A stable digest of the body, to refuse a changed body under the same version."""
+    import hashlib
+
+    return hashlib.sha256(_encoder.encode(definition)).hexdigest()
+
+
+def definition_json(definition: Definition) -> bytes:
+    return _encoder.encode(definition)
+
+
+# --- loading -----------------------------------------------------------------
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans and duplicate-key detection.
+
+    PyYAML follows YAML 1.1, where a bare ``on`` (also yes/no/off) is a boolean;
+    definitions use ``on:`` for transitions, so only true/false are booleans here.
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _construct_mapping(loader: _Yaml12Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        if key in seen:
+            mark = key_node.start_mark
+            raise _Duplicate(f"line {mark.line + 1}, column {mark.column + 1}", str(key))
+        seen[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+    return seen
+
+
+_Yaml12Loader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping  # type: ignore[arg-type]
+)
+
+
+class _Duplicate(Exception):
+    def __init__(self, where: str, key: str) -> None:
+        self.where = where
+        self.key = key
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Duplicate("JSON object", key)
+        out[key] = value
+    return out
+
+
+def _read(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    if suffix == ".json":
+        return json.loads(text, object_pairs_hook=_json_pairs)
+    if suffix == ".toml":
+        return tomllib.loads(text)
+    raise DefinitionError([("file", f"unsupported extension {suffix!r}; use .yaml, .json or .toml")],
+                          str(path))
+
+
+def load_definition(path: str | Path) -> Workflow:
+    """Read, decode and validate a definition file (.yaml, .yml, .json or .toml)."""
+    path = Path(path)
+    try:
+        raw = _read(path)
+    except DefinitionError:
+        raise
+    except _Duplicate as dup:
+        raise DefinitionError([(dup.where, f"duplicate name {dup.key!r}")], str(path)) from None
+    except OSError as exc:
+        raise DefinitionError([("file", exc.strerror or str(exc))], str(path)) from None
+    except (yaml.YAMLError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise DefinitionError([("syntax", " ".join(str(exc).split()))], str(path)) from None
+    return parse_definition(raw, source=str(path))
+
+
+def parse_definition(raw: Any, source: str | None = None) -> Workflow:
+    """Validate a definition given as plain objects (or a ``Definition``)."""
+    if isinstance(raw, Definition):
+        definition = raw
+    else:
+        if not isinstance(raw, dict):
+            raise DefinitionError([("$", "a definition must be a mapping")], source)
+        try:
+            definition = msgspec.convert(raw, Definition)
+        except msgspec.ValidationError as exc:
+            raise DefinitionError([_locate(str(exc))], source) from None
+    problems, guards = _validate(definition)
+    if problems:
+        raise DefinitionError(problems, source)
+    return Workflow(definition, guards)
+
+
+def _locate(message: str) -> tuple[str, str]:
+    # msgspec says "Expected `int`, got `str` - at `$.version`"; split the location out.
+    text, sep, where = message.rpartition(" - at ")
+    if sep:
+        return where.strip("`"), text
+    return "$", message
+
+
+def _validate(d: Definition) -> tuple[list[tuple[str, str]], dict[str, Guard]]:
+    problems: list[tuple[str, str]] = []
+    guards: dict[str, Guard] = {}
+    if not NAME_RE.match(d.name):
+        problems.append(("name", f"invalid workflow name {d.name!r}"))
+    if d.version < 1:
+        problems.append(("version", "version must be a positive integer"))
+    if not d.states:
+        problems.append(("states", "a workflow needs at least one state"))
+    if not d.initial:
+        problems.append(("initial", "no initial state"))
+    elif d.states and d.initial not in d.states:
+        problems.append(("initial", f"unknown initial state {d.initial!r}"))
+
+    edges: dict[str, set[str]] = {name: set() for name in d.states}
+    for sname, state in d.states.items():
+        if not NAME_RE.match(sname):
+            problems.append((f"states.{sname}", f"invalid state name {sname!r}"))
+        if state.final and state.on:
+            problems.append((f"states.{sname}.on", "a final state cannot have transitions"))
+        for event, spec in state.on.items():
+            loc = f"states.{sname}.on.{event}"
+            if is_reserved(event):
+                problems.append((loc, f"event name {event!r} is reserved for the runtime"))
+            elif not NAME_RE.match(event):
+                problems.append((loc, f"invalid event name {event!r}"))
+            candidates = spec if isinstance(spec, list) else [spec]
+            if not candidates:
+                problems.append((loc, "empty list of transitions"))
+            for i, t in enumerate(candidates):
+                tloc = f"{loc}[{i}]" if isinstance(spec, list) else loc
+                for field, target in (("target", t.target), ("on_error", t.on_error)):
+                    if target is None:
+                        continue
+                    if target in d.states:
+                        edges[sname].add(target)
+                    else:
+                        problems.append((f"{tloc}.{field}", f"unknown target state {target!r}"))
+                if t.guard is not None and t.guard not in guards:
+                    try:
+                        guards[t.guard] = Guard(t.guard)
+                    except GuardSyntaxError as exc:
+                        problems.append((f"{tloc}.guard", f"bad guard syntax: {exc}"))
+        for kind in ("entry", "exit"):
+            names: tuple[str, ...] = getattr(state, kind)
+            dups = {n for n in names if names.count(n) > 1}
+            for n in sorted(dups):
+                problems.append((f"states.{sname}.{kind}", f"duplicate action {n!r}"))
+
+    if d.initial in d.states:
+        seen = {d.initial}
+        queue = deque([d.initial])
+        while queue:
+            for nxt in edges[queue.popleft()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    queue.append(nxt)
+        for sname in d.states:
+            if sname not in seen:
+                problems.append((f"states.{sname}", f"state {sname!r} is unreachable from {d.initial!r}"))
+    return problems, guards

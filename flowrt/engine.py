@@ -1,0 +1,167 @@
+"""One unit of work: take an execution's lease, rebuild its state from the log, process
+every event not yet processed in seq order, commit each outcome fenced.
+
+The caller (the worker) holds the execution's Redis lock around ``drain``; the lock
+keeps workers from doing the same work twice, the fenced commit makes sure that
+even when it fails (a paused process outlives its lock) nothing is applied twice.
+No database transaction is open while an action runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+
+from .actions import ActionContext, RetryPolicy, backoff
+from .app import App
+from .definition import Workflow
+from .events import STARTED, ActionRecord, Event
+from .machine import Decision, Snapshot, apply, decide, error_actions, replay
+from .metrics import Metrics
+from .store.definitions import DefinitionStore
+from .store.processing import Lease, ProcessingStore
+
+__all__ = ["Engine"]
+
+_log = structlog.get_logger("flowrt.engine")
+_json = msgspec.json.Encoder()
+
+
+class Engine:
+    def __init__(self, app: App, definitions: DefinitionStore, store: ProcessingStore,
+                 metrics: Metrics, *, worker: str, default_retry: RetryPolicy,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 jitter: Callable[[], float] = random.random) -> None:
+        self._app = app
+        self._definitions = definitions
+        self._store = store
+        self._metrics = metrics
+        self._worker = worker
+        self._default_retry = default_retry
+        self._sleep = sleep
+        self._jitter = jitter
+
+    async def drain(self, tenant: str, execution_id: str, lost: asyncio.Event) -> int:
+        """Process everything pending for one execution; return how many events were committed.
+
+        Raises ``LeaseLost`` when another worker took over, ``Unavailable`` when a
+        dependency is down; either way nothing half-done is visible.
+        """
+        lease = await self._store.take_lease(tenant, execution_id)
+        if lease is None:
+            _log.warning("hint for unknown execution", execution_id=execution_id, tenant=tenant)
+            return 0
+        if lease.blocked_seq is not None or lease.processed_seq >= lease.last_seq:
+            return 0
+        workflow = await self._workflow(lease)
+        logged = await self._store.load(tenant, execution_id, 0, lease.last_seq)
+        history = replay(workflow, [e.recorded for e in logged if e.recorded.event.seq <= lease.processed_seq])
+        if not history.matches:
+            bad = next(s for s in history.steps if not s.matches)
+            _log.warning("log does not replay as recorded", execution_id=execution_id,
+                         seq=bad.event.seq, mismatch=bad.mismatch)
+        snapshot = history.snapshot
+        head = lease.last_seq
+        done = 0
+        while True:
+            for item in logged:
+                event = item.recorded.event
+                if event.seq <= snapshot.seq:
+                    continue
+                if lost.is_set():
+                    return done
+                snapshot = await self._process(lease, workflow, snapshot, event)
+                done += 1
+            head, blocked = await self._store.head(tenant, execution_id)
+            if blocked is not None or head <= snapshot.seq:
+                return done
+            logged = await self._store.load(tenant, execution_id, snapshot.seq, head)
+
+    async def _workflow(self, lease: Lease) -> Workflow:
+        return (self._app.workflow(lease.workflow, lease.version)
+                or await self._definitions.get(lease.tenant, lease.workflow, lease.version))
+
+    async def _process(self, lease: Lease, workflow: Workflow, snapshot: Snapshot,
+                       event: Event) -> Snapshot:
+        with structlog.contextvars.bound_contextvars(
+                execution_id=lease.execution_id, event_id=event.event_id, seq=event.seq,
+                worker=self._worker):
+            started = time.monotonic()
+            decision = decide(workflow, snapshot, event)
+            records: list[ActionRecord] = []
+            if decision.actions or decision.on_error:
+                await self._store.mark_processing(lease, event.seq, self._worker)
+                records = await self._run_actions(lease, workflow, snapshot, event, decision)
+            after, outcome = apply(workflow, snapshot, event, decision, records)
+            processed_at = await self._store.commit(lease, event.seq, outcome, after, self._worker)
+            labels = {"workflow": workflow.name}
+            self._metrics.events_processed.labels(outcome=outcome.status, **labels).inc()
+            self._metrics.processing_seconds.labels(**labels).observe(time.monotonic() - started)
+            if event.created_at is not None:
+                latency = (processed_at - event.created_at).total_seconds()
+                self._metrics.latency_seconds.labels(**labels).observe(max(latency, 0.0))
+            _log.info("event processed", name=event.name, outcome=outcome.status,
+                      from_state=outcome.from_state, to_state=outcome.to_state,
+                      error=outcome.error)
+            return after
+
+    async def _run_actions(self, lease: Lease, workflow: Workflow, snapshot: Snapshot,
+                           event: Event, decision: Decision) -> list[ActionRecord]:
+        data: dict[str, Any] = (dict(event.payload.get("input") or {}) if event.name == STARTED
+                                else dict(snapshot.data))
+        records: list[ActionRecord] = []
+        queue = list(decision.actions)
+        failed = False
+        while queue:
+            record = await self._run_one(lease, workflow, snapshot, event, queue.pop(0), data)
+            records.append(record)
+            if record.ok:
+                data.update(record.result or {})
+                continue
+            if failed:  # an on_error entry action failed too: the event fails
+                break
+            # The first failure: the rest of the transition is skipped; on_error's entry runs.
+            failed = True
+            queue = list(error_actions(workflow, decision))
+        return records
+
+    async def _run_one(self, lease: Lease, workflow: Workflow, snapshot: Snapshot, event: Event,
+                       name: str, data: dict[str, Any]) -> ActionRecord:
+        registered = self._app.get_action(name)
+        if registered is None:
+            return ActionRecord(name=name, ok=False, attempts=0,
+                                error=f"action {name!r} is not registered on this worker's app")
+        policy = registered.retry or self._default_retry
+        key = f"{lease.tenant}:{lease.execution_id}:{event.seq}:{name}"
+        log = structlog.get_logger("flowrt.action").bind(action=name)
+        error = ""
+        for attempt in range(1, policy.attempts + 1):
+            ctx = ActionContext(execution_id=lease.execution_id, tenant=lease.tenant,
+                                workflow=workflow.name, version=workflow.version, event=event,
+                                state=snapshot.state, data=dict(data), attempt=attempt,
+                                idempotency_key=key, log=log)
+            try:
+                result = await registered.fn(ctx)
+                if result is not None and not isinstance(result, dict):
+                    raise TypeError(f"returned {type(result).__name__}, expected a dict or None")
+                if result is not None:
+                    _json.encode(result)  # must be storable as JSON; refuse early if not
+                self._metrics.actions.labels(action=name, outcome="ok").inc()
+                return ActionRecord(name=name, ok=True, result=result, attempts=attempt)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                last = attempt == policy.attempts
+                self._metrics.actions.labels(action=name, outcome="failed" if last else "retry").inc()
+                log.warning("action failed", attempt=attempt, error=error, final=last)
+                if not last:
+                    await self._sleep(backoff(policy, attempt, self._jitter()))
+        return ActionRecord(name=name, ok=False, error=error, attempts=policy.attempts)
+

@@ -1,0 +1,44 @@
+"""structlog set-up: JSON when not on a TTY, context bound per unit of work."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+__all__ = ["configure_logging", "get_logger"]
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", prefix: str | None = None) -> None:
+    """Called by entry points only (never at import)."""
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (structlog.processors.JSONRenderer() if as_json
+                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if prefix:
+        processors.append(_add("process", prefix))
+    processors += [structlog.processors.format_exc_info, renderer]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _add(key: str, value: str) -> Any:
+    def processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault(key, value)
+        return event
+
+    return processor
+
+
+def get_logger(**bound: Any) -> Any:
+    return structlog.get_logger("flowrt").bind(**bound)

@@ -1,0 +1,57 @@
+"""Every Prometheus metric flowrt exports, declared together on a registry passed in.
+
+Labels stay bounded: workflow, outcome, action — never an execution or event id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_appended = Counter(
+            "flowrt_events_appended_total", "Events committed to the log by the API.",
+            ["workflow"], registry=registry)
+        self.publish_failures = Counter(
+            "flowrt_publish_failures_total",
+            "Hints that could not be published after the commit (left to the relay).",
+            registry=registry)
+        self.events_processed = Counter(
+            "flowrt_events_processed_total", "Events processed by workers, by outcome.",
+            ["workflow", "outcome"], registry=registry)
+        self.processing_seconds = Histogram(
+            "flowrt_event_processing_seconds", "Time to process one event (actions included).",
+            ["workflow"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.latency_seconds = Histogram(
+            "flowrt_event_latency_seconds", "End-to-end latency: appended to processed.",
+            ["workflow"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.actions = Counter(
+            "flowrt_actions_total", "Action attempts, by outcome (ok, retry, failed).",
+            ["action", "outcome"], registry=registry)
+        self.messages_reclaimed = Counter(
+            "flowrt_messages_reclaimed_total", "Hints taken over from idle consumers.",
+            registry=registry)
+        self.dead_letters = Counter(
+            "flowrt_dead_letters_total", "Hints moved to the dead-letter stream.",
+            registry=registry)
+        self.hints_republished = Counter(
+            "flowrt_hints_republished_total", "Hints published by the relay or reconciler.",
+            ["source"], registry=registry)
+        self.lease_lost = Counter(
+            "flowrt_lease_lost_total", "Fenced commits that applied nothing (another worker won).",
+            registry=registry)
+        self.lock_wait_seconds = Histogram(
+            "flowrt_lock_wait_seconds", "Time spent waiting for an execution lock.",
+            buckets=_LATENCY_BUCKETS, registry=registry)
+        self.stream_length = Gauge(
+            "flowrt_stream_length", "Entries in the hint stream (acked entries are deleted).",
+            registry=registry)
+        self.stream_pending = Gauge(
+            "flowrt_stream_pending", "Hints delivered to a consumer and not yet acknowledged.",
+            registry=registry)

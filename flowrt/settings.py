@@ -1,0 +1,170 @@
+"""Settings: parsed once, at the edge, from ``FLOWRT_*`` variables and CLI flags.
+
+No other module reads ``os.environ``. Every timing and limit lives here with its
+default; an invalid value raises ``SettingsError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import SettingsError
+
+__all__ = ["SETTINGS", "Settings", "load_settings"]
+
+
+def _mask(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting flowrt reads. Durations are seconds (floats allowed)."""
+
+    database_url: str = field(default="postgresql://127.0.0.1:5432/flowrt", repr=False)
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    redis_prefix: str = "flowrt"
+    tenant: str = "default"
+    # API
+    host: str = "127.0.0.1"
+    port: int = 8000
+    body_limit: int = 1024 * 1024
+    max_json_depth: int = 32
+    # worker
+    metrics_port: int = 9100
+    concurrency: int = 16
+    lock_ttl: float = 30.0
+    lock_wait: float = 10.0
+    claim_timeout: float = 60.0
+    claim_interval: float = 5.0
+    max_deliveries: int = 5
+    reconciler_period: float = 5.0
+    reconciler_grace: float = 10.0
+    relay_period: float = 1.0
+    relay_grace: float = 2.0
+    shutdown_grace: float = 20.0
+    retry_attempts: int = 3
+    retry_initial_delay: float = 0.2
+    retry_max_delay: float = 10.0
+    # connections
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    db_timeout: float = 5.0
+    redis_timeout: float = 5.0
+    # logs
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return (f"Settings(database_url={_mask(self.database_url)!r}, "
+                f"redis_url={_mask(self.redis_url)!r}, {shown})")
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """Apply CLI flags (``None`` means not given); values are validated like env."""
+        given = {k: v for k, v in values.items() if v is not None}
+        return _validated(replace(self, **given))
+
+
+# name -> (variable, help). The order is the order docs/operations.md lists them.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "database_url": ("FLOWRT_DATABASE_URL", "PostgreSQL URL (the log, the only source of truth)"),
+    "redis_url": ("FLOWRT_REDIS_URL", "Redis URL (stream of wake-up hints, locks)"),
+    "redis_prefix": ("FLOWRT_REDIS_PREFIX", "prefix of every Redis key flowrt uses"),
+    "tenant": ("FLOWRT_TENANT", "tenant id written on every row until auth lands"),
+    "host": ("FLOWRT_HOST", "API listen host"),
+    "port": ("FLOWRT_PORT", "API listen port"),
+    "body_limit": ("FLOWRT_BODY_LIMIT", "largest accepted request body in bytes (413 above)"),
+    "max_json_depth": ("FLOWRT_MAX_JSON_DEPTH", "deepest accepted JSON nesting"),
+    "metrics_port": ("FLOWRT_METRICS_PORT", "worker Prometheus port (0 disables)"),
+    "concurrency": ("FLOWRT_CONCURRENCY", "executions a worker processes at once"),
+    "lock_ttl": ("FLOWRT_LOCK_TTL", "per-execution lock lifetime; extended while work runs"),
+    "lock_wait": ("FLOWRT_LOCK_WAIT", "how long a worker waits for a busy execution lock"),
+    "claim_timeout": ("FLOWRT_CLAIM_TIMEOUT", "idle time after which a pending hint is reclaimed"),
+    "claim_interval": ("FLOWRT_CLAIM_INTERVAL", "how often a worker looks for hints to reclaim"),
+    "max_deliveries": ("FLOWRT_MAX_DELIVERIES", "deliveries before a hint is dead-lettered"),
+    "reconciler_period": ("FLOWRT_RECONCILER_PERIOD", "how often lagging executions are re-hinted"),
+    "reconciler_grace": ("FLOWRT_RECONCILER_GRACE", "lag tolerated before the reconciler re-hints"),
+    "relay_period": ("FLOWRT_RELAY_PERIOD", "how often unpublished events are republished"),
+    "relay_grace": ("FLOWRT_RELAY_GRACE", "age before an unpublished event is relayed"),
+    "shutdown_grace": ("FLOWRT_SHUTDOWN_GRACE", "bound on finishing in-flight work at SIGTERM"),
+    "retry_attempts": ("FLOWRT_RETRY_ATTEMPTS", "default attempts per action"),
+    "retry_initial_delay": ("FLOWRT_RETRY_INITIAL_DELAY", "default first retry delay"),
+    "retry_max_delay": ("FLOWRT_RETRY_MAX_DELAY", "default largest retry delay"),
+    "db_pool_min": ("FLOWRT_DB_POOL_MIN", "smallest PostgreSQL pool"),
+    "db_pool_max": ("FLOWRT_DB_POOL_MAX", "largest PostgreSQL pool"),
+    "db_timeout": ("FLOWRT_DB_TIMEOUT", "PostgreSQL connect and acquire timeout"),
+    "redis_timeout": ("FLOWRT_REDIS_TIMEOUT", "Redis socket timeout"),
+    "log_level": ("FLOWRT_LOG_LEVEL", "debug, info, warning or error"),
+    "log_format": ("FLOWRT_LOG_FORMAT", "auto (JSON unless a TTY), json or console"),
+}
+
+_POSITIVE = {"port", "body_limit", "max_json_depth", "concurrency", "lock_ttl", "lock_wait",
+             "claim_timeout", "claim_interval", "max_deliveries", "reconciler_period",
+             "relay_period", "shutdown_grace", "retry_attempts", "db_pool_max", "db_timeout",
+             "redis_timeout"}
+_CHOICES = {"log_level": ("debug", "info", "warning", "error"),
+            "log_format": ("auto", "json", "console")}
+
+
+def _where(name: str) -> str:
+    return SETTINGS[name][0]
+
+
+def _convert(name: str, raw: str, kind: type) -> Any:
+    text = raw.strip()
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        word = "an integer" if kind is int else "a number of seconds"
+        raise SettingsError(f"{_where(name)}={raw!r}: expected {word}") from None
+    return text
+
+
+def _validated(s: Settings) -> Settings:
+    for f in fields(s):
+        value = getattr(s, f.name)
+        var = _where(f.name)
+        if f.name in _POSITIVE and not value > 0:
+            raise SettingsError(f"{var}={value!r}: must be greater than 0")
+        if isinstance(value, (int, float)) and value < 0:
+            raise SettingsError(f"{var}={value!r}: must not be negative")
+        if f.name in _CHOICES and value not in _CHOICES[f.name]:
+            raise SettingsError(f"{var}={value!r}: expected one of {', '.join(_CHOICES[f.name])}")
+    if not s.database_url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(f"FLOWRT_DATABASE_URL={_mask(s.database_url)!r}: expected postgresql://")
+    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"FLOWRT_REDIS_URL={_mask(s.redis_url)!r}: expected redis://")
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", s.redis_prefix):
+        raise SettingsError(f"FLOWRT_REDIS_PREFIX={s.redis_prefix!r}: use letters, digits, _.:-")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", s.tenant):
+        raise SettingsError(f"FLOWRT_TENANT={s.tenant!r}: use letters, digits, _.-")
+    if s.port > 65535 or s.metrics_port > 65535:
+        raise SettingsError("FLOWRT_PORT / FLOWRT_METRICS_PORT: a port is at most 65535")
+    if s.db_pool_min > s.db_pool_max:
+        raise SettingsError("FLOWRT_DB_POOL_MIN: must not exceed FLOWRT_DB_POOL_MAX")
+    if s.retry_initial_delay > s.retry_max_delay:
+        raise SettingsError("FLOWRT_RETRY_INITIAL_DELAY: must not exceed FLOWRT_RETRY_MAX_DELAY")
+    return s
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build settings from a mapping of environment variables (pass ``os.environ``)."""
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        var = _where(f.name)
+        if var in environ and environ[var].strip() != "":
+            values[f.name] = _convert(f.name, environ[var], type(getattr(defaults, f.name)))
+    return _validated(replace(defaults, **values))

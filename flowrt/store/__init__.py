@@ -1,0 +1,8 @@
+"""PostgreSQL: the log, the projections, the definitions. The only source of truth."""
+
+from .db import Database
+from .executions import ExecutionStore
+from .migrate import migrate
+from .processing import ProcessingStore
+
+__all__ = ["Database", "ExecutionStore", "ProcessingStore", "migrate"]

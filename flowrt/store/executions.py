@@ -1,0 +1,243 @@
+"""The API side of the log: start executions, append events, read them back."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from ..errors import (
+    Conflict,
+    ExecutionFinished,
+    IdempotencyMismatch,
+    InvalidInput,
+    NotFound,
+)
+from ..events import FINISHED, STARTED, ActionRecord
+from .db import Database
+
+__all__ = ["Appended", "EventView", "ExecutionPage", "ExecutionStore", "ExecutionView"]
+
+
+class Appended(msgspec.Struct, frozen=True, kw_only=True):
+    """An accepted event. ``created`` is False when an earlier append was returned."""
+
+    execution_id: str
+    event_id: str
+    seq: int
+    workflow: str
+    created: bool = True
+    status: str = "pending"
+
+
+class ExecutionView(msgspec.Struct, frozen=True, kw_only=True):
+    execution_id: str
+    workflow: str
+    version: int
+    status: str
+    state: str | None
+    data: dict[str, Any]
+    last_seq: int
+    processed_seq: int
+    blocked_seq: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventView(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    event_id: str
+    name: str
+    payload: dict[str, Any]
+    status: str
+    from_state: str | None
+    to_state: str | None
+    actions: list[ActionRecord]
+    attempts: int
+    error: str | None
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    processed_at: datetime | None
+    published: bool
+
+
+class ExecutionPage(msgspec.Struct, frozen=True, kw_only=True):
+    executions: list[ExecutionView]
+    next_cursor: str | None
+
+
+_EXEC_COLUMNS = ("execution_id, workflow, version, status, state, data, last_seq, processed_seq,"
+                 " blocked_seq, created_at, updated_at")
+_EVENT_QUERY = (
+    "SELECT e.seq, e.event_id::text AS event_id, e.name, e.payload, p.status, p.from_state,"
+    " p.to_state, p.actions, p.attempts, p.error, p.worker, e.created_at, p.started_at,"
+    " p.processed_at, p.published"
+    " FROM events e JOIN event_processing p USING (tenant_id, execution_id, seq)"
+    " WHERE e.tenant_id = $1 AND e.execution_id = $2 AND e.seq > $3 ORDER BY e.seq LIMIT $4"
+)
+
+
+def _execution(row: asyncpg.Record) -> ExecutionView:
+    return ExecutionView(**dict(row))
+
+
+def event_view(row: asyncpg.Record) -> EventView:
+    values = dict(row)
+    values["actions"] = msgspec.convert(values["actions"], list[ActionRecord])
+    return EventView(**values)
+
+
+def _encode_cursor(created_at: datetime, execution_id: str) -> str:
+    raw = msgspec.json.encode([created_at.isoformat(), execution_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, execution_id = msgspec.json.decode(raw, type=tuple[str, str])
+        return datetime.fromisoformat(created), execution_id
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidInput("cursor is malformed; pass back next_cursor unchanged") from None
+
+
+class ExecutionStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def start(self, tenant: str, *, workflow: str, version: int | None, input: dict[str, Any],
+                    execution_id: str | None, request_hash: str) -> Appended:
+        """Create an execution and append its ``flowrt.started`` event (seq 1)."""
+        execution_id = execution_id or str(uuid.uuid4())
+        event_id = str(uuid.uuid4())
+        async with self._db.transaction() as conn:
+            if version is None:
+                version = await conn.fetchval(
+                    "SELECT max(version) FROM workflow_definitions"
+                    " WHERE tenant_id = $1 AND name = $2", tenant, workflow)
+                if version is None:
+                    raise NotFound(f"workflow {workflow!r} is not registered")
+            elif not await conn.fetchval(
+                    "SELECT true FROM workflow_definitions"
+                    " WHERE tenant_id = $1 AND name = $2 AND version = $3",
+                    tenant, workflow, version):
+                raise NotFound(f"workflow {workflow!r} version {version} is not registered")
+            created = await conn.fetchval(
+                "INSERT INTO executions (tenant_id, execution_id, workflow, version, last_seq,"
+                " request_hash) VALUES ($1, $2, $3, $4, 1, $5)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                tenant, execution_id, workflow, version, request_hash)
+            if not created:
+                row = await conn.fetchrow(
+                    "SELECT x.request_hash, x.workflow, e.event_id::text AS event_id"
+                    " FROM executions x JOIN events e USING (tenant_id, execution_id)"
+                    " WHERE x.tenant_id = $1 AND x.execution_id = $2 AND e.seq = 1",
+                    tenant, execution_id)
+                if row is None or row["request_hash"] != request_hash:
+                    raise Conflict(f"execution {execution_id!r} already exists with another request")
+                return Appended(execution_id=execution_id, event_id=row["event_id"], seq=1,
+                                workflow=row["workflow"], created=False)
+            await self._insert_event(conn, tenant, execution_id, 1, event_id, STARTED,
+                                     {"input": input}, None, request_hash)
+        return Appended(execution_id=execution_id, event_id=event_id, seq=1, workflow=workflow)
+
+    async def append(self, tenant: str, execution_id: str, *, name: str, payload: dict[str, Any],
+                     idempotency_key: str | None, request_hash: str) -> Appended:
+        """Append an event at the log's head; an idempotency key returns the first append."""
+        event_id = str(uuid.uuid4())
+        async with self._db.transaction() as conn:
+            # The row lock serialises appends to one execution, so seq has no gaps.
+            head = await conn.fetchrow(
+                "SELECT status, last_seq, workflow FROM executions"
+                " WHERE tenant_id = $1 AND execution_id = $2 FOR UPDATE", tenant, execution_id)
+            if head is None:
+                raise NotFound(f"execution {execution_id!r} does not exist")
+            if idempotency_key is not None:
+                prior = await conn.fetchrow(
+                    "SELECT event_id::text AS event_id, seq, request_hash FROM events"
+                    " WHERE tenant_id = $1 AND execution_id = $2 AND idempotency_key = $3",
+                    tenant, execution_id, idempotency_key)
+                if prior is not None:
+                    if prior["request_hash"] != request_hash:
+                        raise IdempotencyMismatch(
+                            f"Idempotency-Key {idempotency_key!r} was used with a different body")
+                    return Appended(execution_id=execution_id, event_id=prior["event_id"],
+                                    seq=prior["seq"], workflow=head["workflow"], created=False)
+            if head["status"] in FINISHED:
+                raise ExecutionFinished(
+                    f"execution {execution_id!r} is {head['status']} and accepts no more events")
+            seq = head["last_seq"] + 1
+            await self._insert_event(conn, tenant, execution_id, seq, event_id, name, payload,
+                                     idempotency_key, request_hash)
+            await conn.execute(
+                "UPDATE executions SET last_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
+                tenant, execution_id, seq)
+        return Appended(execution_id=execution_id, event_id=event_id, seq=seq,
+                        workflow=head["workflow"])
+
+    @staticmethod
+    async def _insert_event(conn: asyncpg.Connection, tenant: str, execution_id: str, seq: int,
+                            event_id: str, name: str, payload: dict[str, Any],
+                            idempotency_key: str | None, request_hash: str) -> None:
+        await conn.execute(
+            "INSERT INTO events (tenant_id, execution_id, seq, event_id, name, payload,"
+            " idempotency_key, request_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            tenant, execution_id, seq, event_id, name, payload, idempotency_key, request_hash)
+        await conn.execute(
+            "INSERT INTO event_processing (tenant_id, execution_id, seq) VALUES ($1, $2, $3)",
+            tenant, execution_id, seq)
+
+    async def mark_published(self, tenant: str, execution_id: str, seq: int) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "UPDATE event_processing SET published = true"
+                " WHERE tenant_id = $1 AND execution_id = $2 AND seq = $3 AND NOT published",
+                tenant, execution_id, seq)
+
+    async def get(self, tenant: str, execution_id: str) -> ExecutionView:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_EXEC_COLUMNS} FROM executions"
+                " WHERE tenant_id = $1 AND execution_id = $2", tenant, execution_id)
+        if row is None:
+            raise NotFound(f"execution {execution_id!r} does not exist")
+        return _execution(row)
+
+    async def events(self, tenant: str, execution_id: str, *, after: int = 0,
+                     limit: int = 1000) -> list[EventView]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(_EVENT_QUERY, tenant, execution_id, after, limit)
+            if not rows and not await conn.fetchval(
+                    "SELECT true FROM executions WHERE tenant_id = $1 AND execution_id = $2",
+                    tenant, execution_id):
+                raise NotFound(f"execution {execution_id!r} does not exist")
+        return [event_view(r) for r in rows]
+
+    async def list(self, tenant: str, *, workflow: str | None, status: str | None, limit: int,
+                   cursor: str | None) -> ExecutionPage:
+        clauses = ["tenant_id = $1"]
+        args: list[Any] = [tenant]
+        if workflow is not None:
+            args.append(workflow)
+            clauses.append(f"workflow = ${len(args)}")
+        if status is not None:
+            args.append(status)
+            clauses.append(f"status = ${len(args)}")
+        if cursor is not None:
+            created_at, last_id = _decode_cursor(cursor)
+            args += [created_at, last_id]
+            clauses.append(f"(created_at, execution_id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit + 1)
+        query = (f"SELECT {_EXEC_COLUMNS} FROM executions WHERE {' AND '.join(clauses)}"
+                 f" ORDER BY created_at DESC, execution_id DESC LIMIT ${len(args)}")
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(query, *args)
+        items = [_execution(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = _encode_cursor(items[-1].created_at, items[-1].execution_id) if more else None
+        return ExecutionPage(executions=items, next_cursor=next_cursor)

@@ -1,0 +1,60 @@
+"""Apply ``sql/NNNN_name.sql`` in order, once each, under an advisory lock."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+
+from .db import unavailable
+
+__all__ = ["SQL_DIR", "migrate", "migrations"]
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+_LOCK_KEY = 0x666C6F77  # "flow": one migrator at a time across processes
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+def migrations(directory: Path = SQL_DIR) -> list[tuple[int, str, Path]]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if m:
+            found.append((int(m.group(1)), m.group(2), path))
+    return found
+
+
+async def migrate(url: str, *, directory: Path = SQL_DIR, timeout: float = 10.0,
+                  progress: Callable[[str], None] | None = None) -> list[str]:
+    """Apply pending migrations; return the names applied (empty when up to date)."""
+    applied: list[str] = []
+    async with unavailable():
+        conn = await asyncpg.connect(url, timeout=timeout)
+    try:
+        async with unavailable():
+            await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS flowrt_migrations ("
+                    " version integer PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = {r["version"] for r in await conn.fetch("SELECT version FROM flowrt_migrations")}
+                for version, name, path in migrations(directory):
+                    if version in done:
+                        continue
+                    if progress:
+                        progress(f"applying {path.name}")
+                    async with conn.transaction():
+                        await conn.execute(path.read_text(encoding="utf-8"))
+                        await conn.execute(
+                            "INSERT INTO flowrt_migrations (version, name) VALUES ($1, $2)",
+                            version, name)
+                    applied.append(path.name)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    finally:
+        await conn.close()
+    return applied

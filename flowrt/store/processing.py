@@ -1,0 +1,180 @@
+"""The worker side of the log: leases, fenced commits, dead events, relay queries.
+
+Fencing: a worker that takes an execution bumps ``lease_epoch``; its commit of
+event ``seq`` only applies where ``processed_seq = seq - 1`` and the epoch is still
+its own. A worker that paused past its lock (GC, SIGSTOP) therefore commits
+nothing and backs off: an event's outcome is applied exactly once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from ..errors import LeaseLost
+from ..events import Event, Hint, Outcome, RecordedEvent
+from ..machine import Snapshot
+from .db import Database
+
+__all__ = ["Lease", "LoggedEvent", "ProcessingStore"]
+
+
+class Lease(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str
+    execution_id: str
+    epoch: int
+    workflow: str
+    version: int
+    status: str
+    last_seq: int
+    processed_seq: int
+    blocked_seq: int | None
+
+
+class LoggedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    recorded: RecordedEvent
+    attempts: int
+
+
+_LOG_QUERY = (
+    "SELECT e.seq, e.event_id::text AS event_id, e.name, e.payload, e.created_at, p.status,"
+    " p.from_state, p.to_state, p.actions, p.error, p.attempts"
+    " FROM events e JOIN event_processing p USING (tenant_id, execution_id, seq)"
+    " WHERE e.tenant_id = $1 AND e.execution_id = $2 AND e.seq > $3 AND e.seq <= $4"
+    " ORDER BY e.seq"
+)
+
+
+class ProcessingStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def take_lease(self, tenant: str, execution_id: str) -> Lease | None:
+        """Bump the execution's epoch: from now on only this holder's commits apply."""
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                "UPDATE executions SET lease_epoch = lease_epoch + 1"
+                " WHERE tenant_id = $1 AND execution_id = $2"
+                " RETURNING lease_epoch, workflow, version, status, last_seq, processed_seq,"
+                " blocked_seq", tenant, execution_id)
+        if row is None:
+            return None
+        return Lease(tenant=tenant, execution_id=execution_id, epoch=row["lease_epoch"],
+                     workflow=row["workflow"], version=row["version"], status=row["status"],
+                     last_seq=row["last_seq"], processed_seq=row["processed_seq"],
+                     blocked_seq=row["blocked_seq"])
+
+    async def head(self, tenant: str, execution_id: str) -> tuple[int, int | None]:
+        """The log's last seq and the blocked seq, to see whether more work arrived."""
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT last_seq, blocked_seq FROM executions"
+                " WHERE tenant_id = $1 AND execution_id = $2", tenant, execution_id)
+        return (row["last_seq"], row["blocked_seq"]) if row else (0, None)
+
+    async def load(self, tenant: str, execution_id: str, after: int, upto: int) -> list[LoggedEvent]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(_LOG_QUERY, tenant, execution_id, after, upto)
+        out = []
+        for r in rows:
+            event = Event(seq=r["seq"], event_id=r["event_id"], name=r["name"],
+                          payload=r["payload"], created_at=r["created_at"])
+            outcome = msgspec.convert(
+                {"status": r["status"], "from_state": r["from_state"], "to_state": r["to_state"],
+                 "actions": r["actions"], "error": r["error"]}, Outcome)
+            out.append(LoggedEvent(recorded=RecordedEvent(event=event, outcome=outcome),
+                                   attempts=r["attempts"]))
+        return out
+
+    async def mark_processing(self, lease: Lease, seq: int, worker: str) -> int:
+        """Record that ``worker`` starts on ``seq``; returns the attempt number."""
+        async with self._db.connection() as conn:
+            attempts = await conn.fetchval(
+                "UPDATE event_processing p SET status = 'processing', attempts = p.attempts + 1,"
+                " worker = $5, started_at = now()"
+                " FROM executions x WHERE p.tenant_id = $1 AND p.execution_id = $2 AND p.seq = $3"
+                " AND x.tenant_id = p.tenant_id AND x.execution_id = p.execution_id"
+                " AND x.lease_epoch = $4 AND x.processed_seq = $3 - 1 RETURNING p.attempts",
+                lease.tenant, lease.execution_id, seq, lease.epoch, worker)
+        if attempts is None:
+            raise LeaseLost(f"execution {lease.execution_id} was taken over before seq {seq}")
+        return int(attempts)
+
+    async def commit(self, lease: Lease, seq: int, outcome: Outcome, snapshot: Snapshot,
+                     worker: str) -> datetime:
+        """Apply one event's outcome and the new projection, fenced; returns processed_at."""
+        async with self._db.transaction() as conn:
+            processed_at = await conn.fetchval(
+                "UPDATE executions SET status = $5, state = $6, data = $7, processed_seq = $3,"
+                " updated_at = now() WHERE tenant_id = $1 AND execution_id = $2"
+                " AND processed_seq = $3 - 1 AND lease_epoch = $4 RETURNING updated_at",
+                lease.tenant, lease.execution_id, seq, lease.epoch, snapshot.status,
+                snapshot.state, snapshot.data)
+            if processed_at is None:
+                raise LeaseLost(f"execution {lease.execution_id}: commit of seq {seq} was fenced")
+            await conn.execute(
+                "UPDATE event_processing SET status = $4, from_state = $5, to_state = $6,"
+                " actions = $7, error = $8, worker = $9, processed_at = $10,"
+                " started_at = coalesce(started_at, $10),"
+                " attempts = CASE WHEN status = 'processing' THEN attempts ELSE attempts + 1 END"
+                " WHERE tenant_id = $1 AND execution_id = $2 AND seq = $3",
+                lease.tenant, lease.execution_id, seq, outcome.status, outcome.from_state,
+                outcome.to_state, msgspec.to_builtins(outcome.actions), outcome.error, worker,
+                processed_at)
+        return processed_at  # type: ignore[no-any-return]
+
+    async def mark_dead(self, tenant: str, execution_id: str, reason: str) -> int | None:
+        """Mark the execution's next unprocessed event dead; later events wait behind it."""
+        async with self._db.transaction() as conn:
+            seq = await conn.fetchval(
+                "UPDATE executions SET blocked_seq = processed_seq + 1, updated_at = now()"
+                " WHERE tenant_id = $1 AND execution_id = $2 AND blocked_seq IS NULL"
+                " AND processed_seq < last_seq RETURNING blocked_seq", tenant, execution_id)
+            if seq is not None:
+                await conn.execute(
+                    "UPDATE event_processing SET status = 'dead', error = $4, processed_at = now()"
+                    " WHERE tenant_id = $1 AND execution_id = $2 AND seq = $3",
+                    tenant, execution_id, seq, reason)
+        return seq  # type: ignore[no-any-return]
+
+    async def unpublished(self, grace: float, limit: int) -> list[Hint]:
+        """Events whose hint never reached Redis (the log is the outbox)."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT tenant_id, execution_id, seq FROM event_processing"
+                " WHERE NOT published AND created_at < now() - make_interval(secs => $1)"
+                " ORDER BY created_at LIMIT $2", grace, limit)
+        return [Hint(tenant=r["tenant_id"], execution_id=r["execution_id"], seq=r["seq"])
+                for r in rows]
+
+    async def mark_published(self, hints: list[Hint]) -> None:
+        if not hints:
+            return
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "UPDATE event_processing p SET published = true"
+                " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS h(t, x, s)"
+                " WHERE p.tenant_id = h.t AND p.execution_id = h.x AND p.seq = h.s",
+                [h.tenant for h in hints], [h.execution_id for h in hints], [h.seq for h in hints])
+
+    async def lagging(self, grace: float, limit: int) -> list[Hint]:
+        """Executions whose next unprocessed event has waited longer than ``grace``."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT x.tenant_id, x.execution_id, x.last_seq FROM executions x"
+                " JOIN events e ON e.tenant_id = x.tenant_id AND e.execution_id = x.execution_id"
+                " AND e.seq = x.processed_seq + 1"
+                " WHERE x.processed_seq < x.last_seq AND x.blocked_seq IS NULL"
+                " AND e.created_at < now() - make_interval(secs => $1)"
+                " ORDER BY e.created_at LIMIT $2", grace, limit)
+        return [Hint(tenant=r["tenant_id"], execution_id=r["execution_id"], seq=r["last_seq"])
+                for r in rows]
+
+    async def counts(self) -> dict[str, Any]:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT count(*) FILTER (WHERE processed_seq < last_seq) AS lagging,"
+                " count(*) FILTER (WHERE blocked_seq IS NOT NULL) AS blocked FROM executions")
+        return dict(row) if row else {}

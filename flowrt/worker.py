@@ -1,0 +1,314 @@
+"""``Worker``: reads hints in the consumer group and drives the engine, one execution at a time.
+
+Loops, all owned by the worker and stopped by ``stop()``:
+- reader: XREADGROUP new hints; hints for an execution already in hand are
+  coalesced into its job, so one pass covers them all;
+- reclaimer: XAUTOCLAIM hints idle past the claim timeout (dead consumers), and
+  dead-letter those delivered more than ``max_deliveries`` times;
+- relay: republish events whose hint never reached Redis (the log is the outbox);
+- reconciler: re-hint executions whose processing lags the log, recreate the group;
+- gauges: stream length and pending count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, start_http_server
+from redis import exceptions as rexc
+
+from .actions import RetryPolicy
+from .app import App
+from .bus import Bus, Delivery, Keys, Lock
+from .engine import Engine
+from .errors import LeaseLost, Unavailable
+from .events import Hint
+from .metrics import Metrics
+from .settings import Settings
+from .store import Database, ProcessingStore
+from .store.definitions import DefinitionStore
+
+__all__ = ["Worker"]
+
+_log = structlog.get_logger("flowrt.worker")
+
+
+class _Job:
+    """The hints in hand for one execution; ``more`` says new ones came during a pass."""
+
+    __slots__ = ("hint", "ids", "more", "working")
+
+    def __init__(self, hint: Hint) -> None:
+        self.hint = hint
+        self.ids: list[str] = []  # arrived, not yet covered by a pass
+        self.working: list[str] = []  # covered by the pass that runs now
+        self.more = False
+
+    def add(self, message_id: str) -> None:
+        self.ids.append(message_id)
+        self.more = True
+
+    def take(self) -> list[str]:
+        self.working, self.ids, self.more = self.ids, [], False
+        return self.working
+
+
+class Worker:
+    """An async context manager: ``async with Worker(settings, app) as w: await w.run()``."""
+
+    def __init__(self, settings: Settings, app: App, *, name: str | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.app = app
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.metrics = Metrics(registry or CollectorRegistry())
+        self._db = Database(settings.database_url, min_size=settings.db_pool_min,
+                            max_size=settings.db_pool_max, timeout=settings.db_timeout)
+        self._bus = Bus(settings.redis_url, Keys(settings.redis_prefix), timeout=settings.redis_timeout)
+        self._store = ProcessingStore(self._db)
+        self._definitions = DefinitionStore(self._db)
+        self._engine = Engine(
+            app, self._definitions, self._store, self.metrics, worker=self.name,
+            default_retry=RetryPolicy(attempts=settings.retry_attempts,
+                                      initial_delay=settings.retry_initial_delay,
+                                      max_delay=settings.retry_max_delay))
+        self._jobs: dict[tuple[str, str], _Job] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._metrics_server: Any = None
+
+    # lifecycle
+    async def __aenter__(self) -> Worker:
+        self.app.check()
+        await self._db.start()
+        await self._bus.start()
+        try:
+            for wf in self.app.workflows:
+                created = await self._definitions.register(self.settings.tenant, wf)
+                _log.info("definition registered" if created else "definition already registered",
+                          workflow=wf.name, version=wf.version)
+            await self._bus.ensure_group()
+            if self.settings.metrics_port:
+                self._metrics_server, _thread = start_http_server(
+                    self.settings.metrics_port, addr=self.settings.host,
+                    registry=self.metrics.registry)
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
+        await self._bus.close()
+        await self._db.close()
+
+    def stop(self) -> None:
+        """Stop reading; ``run`` then drains in-flight work within the shutdown grace."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        _log.info("worker started", worker=self.name, concurrency=self.settings.concurrency)
+        s = self.settings
+        loops = [
+            asyncio.create_task(self._read_loop(), name="reader"),
+            asyncio.create_task(self._every(s.claim_interval, self._reclaim), name="reclaimer"),
+            asyncio.create_task(self._every(s.relay_period, self._relay), name="relay"),
+            asyncio.create_task(self._every(s.reconciler_period, self._reconcile), name="reconciler"),
+            asyncio.create_task(self._every(5.0, self._gauges), name="gauges"),
+        ]
+        try:
+            await self._stopping.wait()
+        finally:
+            for t in loops:
+                t.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._drain_jobs()
+        _log.info("worker stopped", worker=self.name)
+
+    async def _drain_jobs(self) -> None:
+        if not self._tasks:
+            return
+        _log.info("finishing in-flight work", jobs=len(self._tasks), grace=self.settings.shutdown_grace)
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace)
+        for t in pending:
+            t.cancel()  # their finally blocks release the locks; unacked hints get reclaimed
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    # reading and dispatch
+    async def _read_loop(self) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            free = self.settings.concurrency - len(self._jobs)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                deliveries = await self._bus.read(self.name, count=free, block_ms=1000)
+                delay = 0.1
+            except rexc.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                _log.warning("consumer group missing; recreating", retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                with contextlib.suppress(Unavailable):
+                    await self._bus.ensure_group()
+                continue
+            except Unavailable as exc:
+                _log.warning("cannot read hints", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            for d in deliveries:
+                await self._dispatch(d)
+
+    async def _dispatch(self, d: Delivery) -> None:
+        if d.hint is None:
+            _log.warning("dropping unreadable hint", message_id=d.message_id)
+            await self._bus.ack([d.message_id])
+            return
+        key = (d.hint.tenant, d.hint.execution_id)
+        job = self._jobs.get(key)
+        if job is None:
+            job = self._jobs[key] = _Job(d.hint)
+            task = asyncio.create_task(self._serve(key, job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        job.add(d.message_id)
+
+    async def _serve(self, key: tuple[str, str], job: _Job) -> None:
+        tenant, execution_id = key
+        lock = self._bus.lock(tenant, execution_id, self.settings.lock_ttl)
+        acquired = False
+        try:
+            acquired = await self._acquire(lock)
+            if not acquired:
+                # Busy elsewhere for long: hand the wake-up back without counting a failed
+                # delivery against the hint (a fresh hint, then ack the old ones).
+                await self._bus.publish([job.hint])
+                await self._bus.ack(job.take())
+                return
+            lost = asyncio.Event()
+            keeper = asyncio.create_task(self._keep(lock, job, lost))
+            try:
+                while True:
+                    ids = job.take()
+                    await self._engine.drain(tenant, execution_id, lost)
+                    await self._bus.ack(ids)
+                    if not job.more:  # no await between this check and forgetting the job
+                        break
+            finally:
+                keeper.cancel()
+        except LeaseLost as exc:
+            self.metrics.lease_lost.inc()
+            _log.warning("lease lost; another worker owns the execution",
+                         execution_id=execution_id, error=str(exc))
+        except Unavailable as exc:
+            _log.warning("dependency unavailable; hints stay pending for reclaim",
+                         execution_id=execution_id, error=str(exc))
+        except Exception:
+            _log.exception("processing failed; hints stay pending for reclaim",
+                           execution_id=execution_id)
+        finally:
+            self._jobs.pop(key, None)
+            self._slot_freed.set()
+            if acquired:
+                with contextlib.suppress(Unavailable):
+                    await asyncio.shield(lock.release())
+
+    async def _acquire(self, lock: Lock) -> bool:
+        started = time.monotonic()
+        deadline = started + self.settings.lock_wait
+        pause = 0.005
+        while True:
+            if await lock.acquire():
+                self.metrics.lock_wait_seconds.observe(time.monotonic() - started)
+                return True
+            if time.monotonic() >= deadline or self._stopping.is_set():
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    async def _keep(self, lock: Lock, job: _Job, lost: asyncio.Event) -> None:
+        """Extend the lock while work runs, and keep the job's hints from looking idle."""
+        period = self.settings.lock_ttl / 3
+        valid_until = time.monotonic() + self.settings.lock_ttl
+        while True:
+            await asyncio.sleep(period)
+            try:
+                if not await lock.extend():
+                    lost.set()
+                    _log.warning("lock lost", key=lock.key)
+                    return
+                valid_until = time.monotonic() + self.settings.lock_ttl
+                await self._bus.touch(self.name, job.working + job.ids)
+            except Unavailable:
+                if time.monotonic() >= valid_until:
+                    lost.set()
+                    return
+
+    # periodic loops
+    async def _every(self, period: float, fn: Callable[[], Awaitable[None]]) -> None:
+        while not self._stopping.is_set():
+            try:
+                await fn()
+            except Unavailable as exc:
+                _log.warning("periodic task skipped", task=fn.__name__, error=str(exc))
+            except Exception:
+                _log.exception("periodic task failed", task=fn.__name__)
+            await asyncio.sleep(period)
+
+    async def _reclaim(self) -> None:
+        claimed, deleted = await self._bus.reclaim(self.name, int(self.settings.claim_timeout * 1000))
+        if deleted:
+            _log.info("pending hints were deleted; the reconciler covers them", count=len(deleted))
+        for d in claimed:
+            self.metrics.messages_reclaimed.inc()
+            if d.hint is not None and d.deliveries > self.settings.max_deliveries:
+                reason = f"delivered {d.deliveries} times (max {self.settings.max_deliveries})"
+                seq = await self._store.mark_dead(d.hint.tenant, d.hint.execution_id, reason)
+                await self._bus.dead_letter(d, reason)
+                self.metrics.dead_letters.inc()
+                _log.error("hint dead-lettered", execution_id=d.hint.execution_id,
+                           dead_seq=seq, deliveries=d.deliveries)
+                continue
+            await self._dispatch(d)
+
+    async def _relay(self) -> None:
+        hints = await self._store.unpublished(self.settings.relay_grace, 500)
+        if hints:
+            await self._bus.publish(hints)
+            await self._store.mark_published(hints)
+            self.metrics.hints_republished.labels(source="relay").inc(len(hints))
+            _log.info("relayed unpublished events", count=len(hints))
+
+    async def _reconcile(self) -> None:
+        await self._bus.ensure_group()
+        hints = [h for h in await self._store.lagging(self.settings.reconciler_grace, 500)
+                 if (h.tenant, h.execution_id) not in self._jobs]
+        if hints:
+            await self._bus.publish(hints)
+            self.metrics.hints_republished.labels(source="reconciler").inc(len(hints))
+            _log.info("re-hinted lagging executions", count=len(hints))
+
+    async def _gauges(self) -> None:
+        length, pending = await self._bus.stats()
+        self.metrics.stream_length.set(length)
+        self.metrics.stream_pending.set(pending)

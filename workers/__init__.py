@@ -1,0 +1,1 @@
+"""Worker targets and example workflows, written only against flowrt's public API."""
