@@ -63,14 +63,36 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    _configure_logs(s, "api")
+    return _run(_api(s))
+
+
+async def _api(s: Settings) -> int:
+    import contextlib
+
     import uvicorn
 
     from .api import create_app
 
-    s = _settings(args)
-    _configure_logs(s, "api")
-    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="warning",
-                timeout_graceful_shutdown=int(s.shutdown_grace), access_log=False)
+    class Server(uvicorn.Server):
+        # uvicorn re-raises SIGTERM after a clean shutdown (exit 143); we handle the
+        # signals ourselves so that a drained API exits 0.
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def,override]
+            yield
+
+    config = uvicorn.Config(create_app(s), host=s.host, port=s.port, log_level="warning",
+                            timeout_graceful_shutdown=int(s.shutdown_grace), access_log=False,
+                            lifespan="on")
+    server = Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    await server.serve()
+    if not server.started:
+        raise _Exit(1, f"the API could not listen on {s.host}:{s.port} (is the port taken?"
+                       " set FLOWRT_PORT or --port)")
     return 0
 
 

@@ -150,6 +150,10 @@ def _construct_mapping(loader: _Yaml12Loader, node: yaml.MappingNode) -> dict[An
     seen: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain scalar", mark)
         if key in seen:
             mark = key_node.start_mark
             raise _Duplicate(f"line {mark.line + 1}, column {mark.column + 1}", str(key))
@@ -234,7 +238,7 @@ def _locate(message: str) -> tuple[str, str]:
 def _validate(d: Definition) -> tuple[list[tuple[str, str]], dict[str, Guard]]:
     problems: list[tuple[str, str]] = []
     guards: dict[str, Guard] = {}
-    if not NAME_RE.match(d.name):
+    if not NAME_RE.fullmatch(d.name):
         problems.append(("name", f"invalid workflow name {d.name!r}"))
     if d.version < 1:
         problems.append(("version", "version must be a positive integer"))
@@ -247,7 +251,7 @@ def _validate(d: Definition) -> tuple[list[tuple[str, str]], dict[str, Guard]]:
 
     edges: dict[str, set[str]] = {name: set() for name in d.states}
     for sname, state in d.states.items():
-        if not NAME_RE.match(sname):
+        if not NAME_RE.fullmatch(sname):
             problems.append((f"states.{sname}", f"invalid state name {sname!r}"))
         if state.final and state.on:
             problems.append((f"states.{sname}.on", "a final state cannot have transitions"))
@@ -255,7 +259,7 @@ def _validate(d: Definition) -> tuple[list[tuple[str, str]], dict[str, Guard]]:
             loc = f"states.{sname}.on.{event}"
             if is_reserved(event):
                 problems.append((loc, f"event name {event!r} is reserved for the runtime"))
-            elif not NAME_RE.match(event):
+            elif not NAME_RE.fullmatch(event):
                 problems.append((loc, f"invalid event name {event!r}"))
             candidates = spec if isinstance(spec, list) else [spec]
             if not candidates:

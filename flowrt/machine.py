@@ -106,7 +106,12 @@ def expected_actions(workflow: Workflow, decision: Decision,
     """The action names a faithful run of ``decision`` records, given where it failed."""
     for i, rec in enumerate(records[: len(decision.actions)]):
         if not rec.ok:
-            return decision.actions[: i + 1] + error_actions(workflow, decision)
+            handled = decision.actions[: i + 1] + error_actions(workflow, decision)
+            # the engine stops at the first on_error entry action that fails too
+            for j in range(i + 1, min(len(records), len(handled))):
+                if not records[j].ok:
+                    return handled[: j + 1]
+            return handled
     return decision.actions
 
 
@@ -131,7 +136,9 @@ def apply(workflow: Workflow, snapshot: Snapshot, event: Event, decision: Decisi
     if failed_at is not None:
         later = records[len(decision.actions[: failed_at + 1]):]
         if decision.on_error is None or any(not r.ok for r in later):
-            message = error if decision.on_error is None else next(r.error for r in later if not r.ok)
+            message = error if decision.on_error is None else (
+                f"{error}; then on_error {decision.on_error!r} failed:"
+                f" {next(r.error for r in later if not r.ok)}")
             return (msgspec.structs.replace(snapshot, seq=seq, status="failed"),
                     Outcome(status="failed", from_state=decision.from_state,
                             to_state=decision.from_state, actions=records, error=message))

@@ -162,22 +162,27 @@ class Worker:
             try:
                 deliveries = await self._bus.read(self.name, count=free, block_ms=1000)
                 delay = 0.1
-            except rexc.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                _log.warning("consumer group missing; recreating", retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                with contextlib.suppress(Unavailable):
-                    await self._bus.ensure_group()
-                continue
             except Unavailable as exc:
                 _log.warning("cannot read hints", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            except rexc.ResponseError as exc:
+                # NOGROUP, or "UNBLOCKED the stream key no longer exists": Redis lost the
+                # stream or the group. Recreate it, with back-off so this is no hot loop;
+                # the reconciler re-hints whatever the lost entries were for.
+                _log.warning("hint stream or group missing; recreating", error=str(exc),
+                             retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                with contextlib.suppress(Unavailable, rexc.ResponseError):
+                    await self._bus.ensure_group()
+                continue
             for d in deliveries:
-                await self._dispatch(d)
+                try:
+                    await self._dispatch(d)
+                except Unavailable as exc:  # only an unreadable hint's ack can raise here
+                    _log.warning("cannot ack unreadable hint", error=str(exc))
 
     async def _dispatch(self, d: Delivery) -> None:
         if d.hint is None:
@@ -208,9 +213,13 @@ class Worker:
             lost = asyncio.Event()
             keeper = asyncio.create_task(self._keep(lock, job, lost))
             try:
-                while True:
+                while not lost.is_set():
                     ids = job.take()
                     await self._engine.drain(tenant, execution_id, lost)
+                    if lost.is_set():
+                        # The lock is gone: whoever holds it now does the work. Our hints
+                        # stay pending (reclaimed as no-ops later) rather than acked.
+                        break
                     await self._bus.ack(ids)
                     if not job.more:  # no await between this check and forgetting the job
                         break

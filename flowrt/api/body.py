@@ -19,6 +19,7 @@ __all__ = ["read_json"]
 
 T = TypeVar("T")
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_FLOAT_LIMIT = float(2**63)
 
 
 def _bad(detail: str) -> Problem:
@@ -85,6 +86,10 @@ def _check(value: Any, max_depth: int) -> None:
         elif isinstance(item, int) and not isinstance(item, bool):
             if not _INT_MIN <= item <= _INT_MAX:
                 raise _bad(f"integer at {path} is outside the 64-bit range")
+        elif isinstance(item, float) and not -_FLOAT_LIMIT < item < _FLOAT_LIMIT:
+            # jsonb keeps 1e20 as the integer 100000000000000000000, which would come
+            # back as an integer no API accepts: refuse it at the door instead.
+            raise _bad(f"number at {path} is outside the range of 64-bit integers")
 
 
 def _check_str(s: str, path: str) -> None:

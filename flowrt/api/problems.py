@@ -16,6 +16,7 @@ from ..errors import (
     IdempotencyMismatch,
     InvalidInput,
     NotFound,
+    StoreUnavailable,
     Unavailable,
 )
 
@@ -51,7 +52,10 @@ def problem(p: Problem, instance: str | None = None) -> Response:
 
 def problem_from_error(exc: FlowrtError) -> Problem:
     if isinstance(exc, Unavailable):
-        return Problem(503, "unavailable", "Service Unavailable", str(exc),
+        # The driver's message (hosts, ports) goes to the logs, not to clients.
+        what = "PostgreSQL" if isinstance(exc, StoreUnavailable) else "Redis"
+        return Problem(503, "unavailable", "Service Unavailable",
+                       f"{what} is unreachable; nothing was changed, retry later",
                        headers={"Retry-After": "5"})
     if isinstance(exc, NotFound):
         return Problem(404, "not-found", "Not Found", str(exc))
@@ -66,14 +70,22 @@ def problem_from_error(exc: FlowrtError) -> Problem:
     return Problem(500, "internal", "Internal Server Error", "unexpected error")
 
 
+def _instance(request: Request) -> str:
+    """The request path as sent (still percent-encoded), a valid URI reference."""
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes):
+        return raw.split(b"?", 1)[0].decode("ascii", "replace")
+    return request.url.path
+
+
 async def handle_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
-    return problem(exc, request.url.path)
+    return problem(exc, _instance(request))
 
 
 async def handle_flowrt_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlowrtError)
-    return problem(problem_from_error(exc), request.url.path)
+    return problem(problem_from_error(exc), _instance(request))
 
 
 async def handle_http(request: Request, exc: Exception) -> Response:
@@ -81,4 +93,4 @@ async def handle_http(request: Request, exc: Exception) -> Response:
     titles = {404: ("not-found", "Not Found"), 405: ("method-not-allowed", "Method Not Allowed")}
     slug, title = titles.get(exc.status_code, ("http-error", "HTTP Error"))
     return problem(Problem(exc.status_code, slug, title, str(exc.detail), headers=exc.headers),
-                   request.url.path)
+                   _instance(request))

@@ -35,7 +35,7 @@ def _state(request: Request) -> ApiState:
 
 
 def _execution_id(value: str) -> str:
-    if not EXECUTION_ID.match(value):
+    if not EXECUTION_ID.fullmatch(value):
         raise Problem(400, "malformed-execution-id", "Malformed Execution Id",
                       "an execution id is 1-128 letters, digits, '_', '.' or '-',"
                       " starting with a letter or digit")
@@ -68,8 +68,6 @@ async def start_execution(request: Request) -> Response:
     body = await read_json(request, StartRequest, limit=s.body_limit, max_depth=s.max_json_depth)
     if body.execution_id is not None:
         _execution_id(body.execution_id)
-    if body.version is not None and body.version < 1:
-        raise Problem(422, "invalid-body", "Invalid Request Body", "version must be positive")
     appended = await state.executions.start(
         s.tenant, workflow=body.workflow, version=body.version, input=body.input,
         execution_id=body.execution_id, request_hash=request_hash(body))
@@ -88,7 +86,7 @@ async def send_event(request: Request) -> Response:
     if is_reserved(body.name):
         raise Problem(422, "reserved-event-name", "Reserved Event Name",
                       f"event names starting with 'flowrt.' belong to the runtime: {body.name!r}")
-    if not EVENT_NAME.match(body.name):
+    if not EVENT_NAME.fullmatch(body.name):
         raise Problem(422, "invalid-event-name", "Invalid Event Name",
                       "an event name is 1-128 letters, digits, '_', '.' or '-',"
                       " starting with a letter or '_'")
@@ -108,7 +106,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not low <= int(raw) <= high:
         raise Problem(400, "invalid-query", "Invalid Query Parameter",
                       f"{name} must be an integer from {low} to {high}")
     return int(raw)
@@ -132,6 +130,9 @@ async def list_executions(request: Request) -> Response:
         raise Problem(400, "invalid-query", "Invalid Query Parameter",
                       f"status must be one of {', '.join(EXECUTION_STATUSES)}")
     workflow = request.query_params.get("workflow")
+    if workflow is not None and not EVENT_NAME.fullmatch(workflow):
+        raise Problem(400, "invalid-query", "Invalid Query Parameter",
+                      "workflow must be a workflow name")
     limit = _int_param(request, "limit", 50, 1, 500)
     page = await state.executions.list(state.settings.tenant, workflow=workflow, status=status,
                                        limit=limit, cursor=request.query_params.get("cursor"))
@@ -162,14 +163,25 @@ async def metrics(request: Request) -> Response:
                              media_type=CONTENT_TYPE_LATEST)
 
 
+def _by_method(**handlers: Any) -> Any:
+    """One endpoint per path, so a 405 names every allowed method in its Allow header."""
+
+    async def endpoint(request: Request) -> Response:
+        handler = handlers[request.method.lower()]
+        response: Response = await handler(request)
+        return response
+
+    return endpoint
+
+
 from starlette.routing import Route  # noqa: E402
 
 ROUTES = [
-    Route("/v1/executions", start_execution, methods=["POST"]),
-    Route("/v1/executions", list_executions, methods=["GET"]),
+    Route("/v1/executions", _by_method(get=list_executions, post=start_execution),
+          methods=["GET", "POST"]),
     Route("/v1/executions/{execution_id}", get_execution, methods=["GET"]),
-    Route("/v1/executions/{execution_id}/events", send_event, methods=["POST"]),
-    Route("/v1/executions/{execution_id}/events", list_events, methods=["GET"]),
+    Route("/v1/executions/{execution_id}/events", _by_method(get=list_events, post=send_event),
+          methods=["GET", "POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

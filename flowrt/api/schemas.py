@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -18,7 +18,7 @@ EVENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 class StartRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workflow: str
     input: dict[str, Any] = msgspec.field(default_factory=dict)
-    version: int | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None = None
     execution_id: str | None = None
 
 

@@ -101,6 +101,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, execution_id = msgspec.json.decode(raw, type=tuple[str, str])
+        if "\x00" in execution_id:
+            raise ValueError("NUL in cursor")
         return datetime.fromisoformat(created), execution_id
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise InvalidInput("cursor is malformed; pass back next_cursor unchanged") from None

@@ -96,7 +96,8 @@ class ProcessingStore:
                 " worker = $5, started_at = now()"
                 " FROM executions x WHERE p.tenant_id = $1 AND p.execution_id = $2 AND p.seq = $3"
                 " AND x.tenant_id = p.tenant_id AND x.execution_id = p.execution_id"
-                " AND x.lease_epoch = $4 AND x.processed_seq = $3 - 1 RETURNING p.attempts",
+                " AND x.lease_epoch = $4 AND x.processed_seq = $3 - 1 AND x.blocked_seq IS NULL"
+                " RETURNING p.attempts",
                 lease.tenant, lease.execution_id, seq, lease.epoch, worker)
         if attempts is None:
             raise LeaseLost(f"execution {lease.execution_id} was taken over before seq {seq}")
@@ -109,7 +110,8 @@ class ProcessingStore:
             processed_at = await conn.fetchval(
                 "UPDATE executions SET status = $5, state = $6, data = $7, processed_seq = $3,"
                 " updated_at = now() WHERE tenant_id = $1 AND execution_id = $2"
-                " AND processed_seq = $3 - 1 AND lease_epoch = $4 RETURNING updated_at",
+                " AND processed_seq = $3 - 1 AND lease_epoch = $4 AND blocked_seq IS NULL"
+                " RETURNING updated_at",
                 lease.tenant, lease.execution_id, seq, lease.epoch, snapshot.status,
                 snapshot.state, snapshot.data)
             if processed_at is None:

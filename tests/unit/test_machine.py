@@ -90,19 +90,25 @@ def bad(name: str, error: str = "boom") -> ActionRecord:
 
 def run_actions(workflow: Workflow, decision: Decision, seq: int,
                 fail: Iterable[str] = ()) -> list[ActionRecord]:
-    """A deterministic engine stand-in: stop at the first failure, then run on_error entry."""
+    """A deterministic stand-in for Engine._run_actions (flowrt/engine.py).
+
+    Runs the decision's actions until one fails; after the first failure it runs
+    the on_error state's entry actions, stopping if one of those fails too.
+    """
     failing = set(fail)
     records: list[ActionRecord] = []
-    for name in decision.actions:
-        if name in failing:
-            records.append(bad(name, f"{name} failed"))
-            for err_name in error_actions(workflow, decision):
-                if err_name in failing:
-                    records.append(bad(err_name, f"{err_name} failed"))
-                else:
-                    records.append(ok(err_name, **{err_name: seq}))
-            return records
-        records.append(ok(name, **{name: seq}))
+    queue = list(decision.actions)
+    failed = False
+    while queue:
+        name = queue.pop(0)
+        if name not in failing:
+            records.append(ok(name, **{name: seq}))
+            continue
+        records.append(bad(name, f"{name} failed"))
+        if failed:
+            break
+        failed = True
+        queue = list(error_actions(workflow, decision))
     return records
 
 
@@ -446,7 +452,20 @@ def test_failing_error_action_fails_the_execution(shop: Workflow) -> None:
     assert after == Snapshot(status="failed", state="paying", data={"total": 5}, seq=3)
     assert outcome.status == "failed"
     assert (outcome.from_state, outcome.to_state) == ("paying", "paying")
-    assert outcome.error == "disk full"
+    # both errors are kept: the one that triggered on_error and the one that ended it
+    assert outcome.error == "declined; then on_error 'payment_failed' failed: disk full"
+
+
+def test_replay_of_a_failing_error_action_matches(shop: Workflow) -> None:
+    live = Live(shop)
+    live.start()
+    live.send("checkout", total=50)
+    # charge fails, then the first of payment_failed's two entry actions fails too.
+    outcome = live.send("pay", fail=["charge", "alert"])
+    assert [r.name for r in outcome.actions] == ["end_payment", "charge", "alert"]
+    assert outcome.status == "failed"
+    result = replay(shop, live.log)
+    assert result.matches, [s.mismatch for s in result.steps]
 
 
 def test_success_without_error_records_runs_no_error_actions(shop: Workflow) -> None:

@@ -1,0 +1,262 @@
+"""Bus: the stream of wake-up hints, read in one consumer group; acks delete, idle hints are
+reclaimed, poison hints are dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
+from flowrt.bus import Bus, Delivery, Keys
+from flowrt.bus.keys import GROUP
+from flowrt.errors import BusUnavailable
+from flowrt.events import Hint
+from flowrt.settings import Settings
+
+from .conftest import closed_port
+
+BLOCK_MS = 50
+
+
+def _hint(i: int = 1) -> Hint:
+    return Hint(tenant="default", execution_id=f"x{i}", seq=i)
+
+
+async def _pending(client: aioredis.Redis, keys: Keys) -> dict[str, dict]:
+    rows = await client.xpending_range(keys.stream, GROUP, "-", "+", 1000)
+    return {r["message_id"]: r for r in rows}
+
+
+async def test_ensure_group_is_idempotent(bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.ensure_group()
+    groups = await redis_client.xinfo_groups(bus.keys.stream)
+    assert [g["name"] for g in groups] == [GROUP]
+    assert await redis_client.xlen(bus.keys.stream) == 0
+
+
+async def test_ensure_group_does_not_skip_earlier_hints(bus: Bus) -> None:
+    await bus.publish([_hint(1)])  # published before the group exists
+    await bus.ensure_group()
+    got = await bus.read("a", 10, BLOCK_MS)
+    assert [d.hint for d in got] == [_hint(1)]
+
+
+async def test_publish_then_read(bus: Bus) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(1)])
+    await bus.publish([_hint(2), _hint(3)])
+    got = await bus.read("a", 10, BLOCK_MS)
+    assert [d.hint for d in got] == [_hint(1), _hint(2), _hint(3)]
+    assert all(isinstance(d, Delivery) and d.deliveries == 1 and d.message_id for d in got)
+    assert len({d.message_id for d in got}) == 3
+    # nothing new for another consumer of the group
+    assert await bus.read("b", 10, BLOCK_MS) == []
+
+
+async def test_read_respects_count(bus: Bus) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(i) for i in range(1, 6)])
+    first = await bus.read("a", 2, BLOCK_MS)
+    rest = await bus.read("b", 10, BLOCK_MS)
+    assert [d.hint.seq for d in first if d.hint] == [1, 2]
+    assert [d.hint.seq for d in rest if d.hint] == [3, 4, 5]
+
+
+async def test_unreadable_fields_give_no_hint(bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await redis_client.xadd(bus.keys.stream, {"garbage": "1"})
+    await redis_client.xadd(bus.keys.stream, {"t": "default", "x": "x1", "s": "not-a-number"})
+    got = await bus.read("a", 10, BLOCK_MS)
+    assert [d.hint for d in got] == [None, None]
+
+
+async def test_ack_deletes_and_clears_pending(bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(1), _hint(2)])
+    got = await bus.read("a", 10, BLOCK_MS)
+    assert await bus.stats() == (2, 2)
+
+    assert await bus.ack([got[0].message_id]) == 1
+    assert await redis_client.xlen(bus.keys.stream) == 1
+    assert list(await _pending(redis_client, bus.keys)) == [got[1].message_id]
+    assert await bus.stats() == (1, 1)
+
+    assert await bus.ack([got[1].message_id]) == 1
+    assert await redis_client.xlen(bus.keys.stream) == 0
+    assert await _pending(redis_client, bus.keys) == {}
+    assert await bus.stats() == (0, 0)
+
+    assert await bus.ack([]) == 0
+    assert await bus.ack([got[0].message_id]) == 0  # already acked
+
+
+async def test_reclaim_takes_over_idle_hints_and_counts_deliveries(
+        bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(1)])
+    [first] = await bus.read("a", 10, BLOCK_MS)
+
+    # not idle long enough yet
+    assert await bus.reclaim("b", 60_000) == ([], [])
+
+    await asyncio.sleep(0.15)
+    claimed, deleted = await bus.reclaim("b", 100)
+    assert deleted == []
+    assert claimed == [Delivery(message_id=first.message_id, hint=_hint(1), deliveries=2)]
+    pending = await _pending(redis_client, bus.keys)
+    assert pending[first.message_id]["consumer"] == "b"
+    assert pending[first.message_id]["times_delivered"] == 2
+
+    await asyncio.sleep(0.15)
+    claimed, _ = await bus.reclaim("c", 100)
+    assert claimed == [Delivery(message_id=first.message_id, hint=_hint(1), deliveries=3)]
+    assert (await _pending(redis_client, bus.keys))[first.message_id]["consumer"] == "c"
+
+
+async def test_reclaim_pages_to_the_end(bus: Bus) -> None:
+    await bus.ensure_group()
+    hints = [_hint(i) for i in range(1, 26)]
+    await bus.publish(hints)
+    read = await bus.read("a", 100, BLOCK_MS)
+    assert len(read) == 25
+
+    await asyncio.sleep(0.15)
+    claimed, deleted = await bus.reclaim("b", 100, page=10)
+    assert deleted == []
+    assert [d.message_id for d in claimed] == [d.message_id for d in read]
+    assert [d.hint for d in claimed] == hints
+    assert {d.deliveries for d in claimed} == {2}
+
+
+async def test_reclaim_reports_pending_ids_whose_entries_were_deleted(
+        bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(1), _hint(2)])
+    gone, kept = await bus.read("a", 10, BLOCK_MS)
+    await redis_client.xdel(bus.keys.stream, gone.message_id)
+    await asyncio.sleep(0.15)
+    claimed, deleted = await bus.reclaim("b", 100)
+    assert deleted == [gone.message_id]
+    assert [d.message_id for d in claimed] == [kept.message_id]
+    assert list(await _pending(redis_client, bus.keys)) == [kept.message_id]
+
+
+async def test_touch_resets_idle_without_counting_a_delivery(
+        bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(1)])
+    [d] = await bus.read("a", 10, BLOCK_MS)
+    await asyncio.sleep(0.3)
+    before = (await _pending(redis_client, bus.keys))[d.message_id]
+    assert before["time_since_delivered"] >= 300 and before["times_delivered"] == 1
+
+    await bus.touch("a", [d.message_id])
+
+    after = (await _pending(redis_client, bus.keys))[d.message_id]
+    assert after["time_since_delivered"] < 200
+    assert after["times_delivered"] == 1
+    assert after["consumer"] == "a"
+    # so a reclaim with an idle bound it exceeded before the touch takes nothing
+    assert await bus.reclaim("b", 250) == ([], [])
+    await bus.touch("a", [])  # no-op
+
+
+async def test_dead_letter_moves_the_hint(bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(7), _hint(8)])
+    [d, other] = await bus.read("a", 10, BLOCK_MS)
+    await asyncio.sleep(0.15)
+    [d, other], _ = await bus.reclaim("b", 100)
+    assert d.deliveries == 2
+
+    await bus.dead_letter(d, "poison: boom")
+
+    dead = await redis_client.xrange(bus.keys.dead)
+    assert len(dead) == 1
+    assert dead[0][1] == {"t": "default", "x": "x7", "s": "7", "id": d.message_id,
+                          "deliveries": "2", "reason": "poison: boom"}
+    assert [mid for mid, _ in await redis_client.xrange(bus.keys.stream)] == [other.message_id]
+    assert list(await _pending(redis_client, bus.keys)) == [other.message_id]
+    assert await bus.stats() == (1, 1)
+
+
+async def test_dead_letter_of_an_unreadable_hint(bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await redis_client.xadd(bus.keys.stream, {"junk": "1"})
+    [d] = await bus.read("a", 10, BLOCK_MS)
+    assert d.hint is None
+    await bus.dead_letter(d, "unreadable")
+    [(_, fields)] = await redis_client.xrange(bus.keys.dead)
+    assert fields == {"t": "", "x": "", "s": "0", "id": d.message_id, "deliveries": "1",
+                      "reason": "unreadable"}
+    assert await bus.stats() == (0, 0)
+
+
+async def test_lost_group_raises_nogroup_and_is_recreated(
+        bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(1)])
+    await redis_client.delete(bus.keys.stream)
+
+    with pytest.raises(rexc.ResponseError, match="NOGROUP"):
+        await bus.read("a", 10, BLOCK_MS)
+    assert await bus.stats() == (0, 0)
+
+    await bus.ensure_group()
+    assert [g["name"] for g in await redis_client.xinfo_groups(bus.keys.stream)] == [GROUP]
+    assert await bus.read("a", 10, BLOCK_MS) == []
+    await bus.publish([_hint(2)])
+    assert [d.hint for d in await bus.read("a", 10, BLOCK_MS)] == [_hint(2)]
+
+
+async def test_stats(bus: Bus) -> None:
+    assert await bus.stats() == (0, 0)  # no stream, no group
+    await bus.ensure_group()
+    assert await bus.stats() == (0, 0)
+    await bus.publish([_hint(i) for i in range(1, 4)])
+    assert await bus.stats() == (3, 0)
+    await bus.read("a", 2, BLOCK_MS)
+    assert await bus.stats() == (3, 2)
+
+
+async def test_settings_bus_uses_the_prefix(settings: Settings,
+                                            redis_client: aioredis.Redis) -> None:
+    keys = Keys(settings.redis_prefix)
+    assert keys.stream == f"{settings.redis_prefix}:hints"
+    assert keys.dead == f"{settings.redis_prefix}:dead"
+    assert keys.lock("t", "x") == f"{settings.redis_prefix}:lock:t:x"
+    async with Bus(settings.redis_url, keys) as b:
+        await b.ensure_group()
+        await b.publish([_hint(1)])
+    assert await redis_client.xlen(f"{settings.redis_prefix}:hints") == 1
+
+
+async def test_closed_port_is_bus_unavailable() -> None:
+    async with Bus(f"redis://127.0.0.1:{closed_port()}/0", Keys("flowrt-test-dead"),
+                   timeout=1.0) as dead:
+        with pytest.raises(BusUnavailable, match="Redis unavailable"):
+            await dead.ping()
+        with pytest.raises(BusUnavailable):
+            await dead.publish([_hint(1)])
+        with pytest.raises(BusUnavailable):
+            await dead.publish([_hint(1), _hint(2)])
+        with pytest.raises(BusUnavailable):
+            await dead.read("a", 1, BLOCK_MS)
+        with pytest.raises(BusUnavailable):
+            await dead.stats()
+        with pytest.raises(BusUnavailable) as info:
+            await dead.ensure_group()
+    assert info.value.retryable is True
+
+
+async def test_not_started_and_closed(redis_server_url: str, redis_prefix: str) -> None:
+    b = Bus(redis_server_url, Keys(redis_prefix))
+    with pytest.raises(RuntimeError):
+        _ = b.client
+    await b.start()
+    await b.close()
+    with pytest.raises(RuntimeError):
+        await b.start()

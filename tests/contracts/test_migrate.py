@@ -1,0 +1,137 @@
+"""Migrations: applied once each, in order, safely under concurrency; the log's schema guards."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from flowrt.errors import StoreUnavailable
+from flowrt.store import migrate
+from flowrt.store.migrate import migrations
+from tests.conftest import with_database
+
+from .conftest import closed_port
+
+EXPECTED_TABLES = {"event_processing", "events", "executions", "flowrt_migrations",
+                   "workflow_definitions"}
+
+
+@pytest.fixture
+async def empty_db(pg_server_url: str) -> AsyncIterator[str]:
+    """A brand-new, unmigrated database of this test's own; dropped afterwards."""
+    name = f"flowrt_t_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(pg_server_url, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield with_database(pg_server_url, name)
+    finally:
+        admin = await asyncpg.connect(pg_server_url, timeout=10)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _tables(url: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {r["tablename"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def _versions(url: str) -> list[tuple[int, str]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT version, name FROM flowrt_migrations ORDER BY version")
+        return [(r["version"], r["name"]) for r in rows]
+    finally:
+        await conn.close()
+
+
+def test_migrations_are_found_in_order() -> None:
+    found = migrations()
+    assert [(v, n) for v, n, _ in found][:1] == [(1, "init")]
+    assert [v for v, _, _ in found] == sorted({v for v, _, _ in found})
+
+
+async def test_migrate_applies_once_then_nothing(empty_db: str) -> None:
+    assert await _tables(empty_db) == set()
+    progress: list[str] = []
+
+    first = await migrate(empty_db, progress=progress.append)
+
+    assert first == ["0001_init.sql"]
+    assert progress == ["applying 0001_init.sql"]
+    assert await _tables(empty_db) == EXPECTED_TABLES
+    assert await _versions(empty_db) == [(1, "init")]
+
+    again: list[str] = []
+    assert await migrate(empty_db, progress=again.append) == []
+    assert again == []
+    assert await _versions(empty_db) == [(1, "init")]
+
+
+async def test_concurrent_migrations_apply_each_version_once(empty_db: str) -> None:
+    results = await asyncio.gather(migrate(empty_db), migrate(empty_db), migrate(empty_db))
+
+    assert sorted(results, key=len) == [[], [], ["0001_init.sql"]]
+    assert await _versions(empty_db) == [(1, "init")]
+    assert await _tables(empty_db) == EXPECTED_TABLES
+
+
+async def test_migrate_releases_its_advisory_lock(empty_db: str) -> None:
+    await migrate(empty_db)
+    conn = await asyncpg.connect(empty_db)
+    try:
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    finally:
+        await conn.close()
+    assert held == 0
+
+
+async def test_migrate_against_closed_port_is_store_unavailable() -> None:
+    url = f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres"
+    with pytest.raises(StoreUnavailable):
+        await migrate(url, timeout=2.0)
+
+
+# --- the log is append-only ----------------------------------------------------------
+
+
+async def _one_event(pg: asyncpg.Connection) -> None:
+    await pg.execute(
+        "INSERT INTO workflow_definitions (name, version, body, body_hash)"
+        " VALUES ('wf', 1, '{}', 'h')")
+    await pg.execute(
+        "INSERT INTO executions (execution_id, workflow, version, last_seq, request_hash)"
+        " VALUES ('x1', 'wf', 1, 1, 'r')")
+    await pg.execute(
+        "INSERT INTO events (execution_id, seq, event_id, name, payload, request_hash)"
+        " VALUES ('x1', 1, gen_random_uuid(), 'flowrt.started', '{\"a\": 1}', 'r')")
+
+
+async def test_events_refuse_update(pg: asyncpg.Connection) -> None:
+    await _one_event(pg)
+    with pytest.raises(asyncpg.RaiseError, match=r"append-only \(UPDATE refused\)"):
+        await pg.execute("UPDATE events SET name = 'tampered' WHERE execution_id = 'x1'")
+    name = await pg.fetchval("SELECT name FROM events WHERE execution_id = 'x1'")
+    assert name == "flowrt.started"
+
+
+async def test_events_refuse_delete(pg: asyncpg.Connection) -> None:
+    await _one_event(pg)
+    with pytest.raises(asyncpg.RaiseError, match=r"append-only \(DELETE refused\)"):
+        await pg.execute("DELETE FROM events WHERE execution_id = 'x1'")
+    assert await pg.fetchval("SELECT count(*) FROM events") == 1

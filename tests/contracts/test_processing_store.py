@@ -1,0 +1,400 @@
+"""ProcessingStore: leases, fenced commits (an outcome is applied exactly once), dead events,
+and the relay/reconciler queries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from flowrt.errors import LeaseLost
+from flowrt.events import ActionRecord, Hint, Outcome
+from flowrt.machine import Snapshot
+from flowrt.settings import Settings
+from flowrt.store import ExecutionStore, ProcessingStore
+
+EXEC_COLS = "status, state, data, last_seq, processed_seq, blocked_seq, lease_epoch, updated_at"
+EP_COLS = ("status, published, attempts, worker, from_state, to_state, actions, error,"
+           " started_at, processed_at")
+
+STARTED_OUTCOME = Outcome(status="completed", from_state=None, to_state="pending",
+                          actions=(ActionRecord(name="notify", ok=True, result={"n": 1}),))
+STARTED_SNAPSHOT = Snapshot(status="running", state="pending", data={"sku": "A"}, seq=1)
+
+
+async def _start(executions: ExecutionStore, tenant: str, xid: str, extra: int = 0) -> None:
+    """An execution with the started event (seq 1) and ``extra`` more events."""
+    await executions.start(tenant, workflow="order", version=None, input={"sku": "A"},
+                           execution_id=xid, request_hash=f"h-{xid}")
+    for i in range(extra):
+        await executions.append(tenant, xid, name="approve", payload={"amount": i},
+                                idempotency_key=None, request_hash=f"h-{xid}-{i}")
+
+
+async def _execution(pg: asyncpg.Connection, xid: str) -> dict[str, Any]:
+    row = await pg.fetchrow(f"SELECT {EXEC_COLS} FROM executions WHERE execution_id = $1", xid)
+    assert row is not None
+    out = dict(row)
+    out["data"] = json.loads(out["data"])
+    return out
+
+
+async def _processing(pg: asyncpg.Connection, xid: str, seq: int) -> dict[str, Any]:
+    row = await pg.fetchrow(f"SELECT {EP_COLS} FROM event_processing"
+                            " WHERE execution_id = $1 AND seq = $2", xid, seq)
+    assert row is not None
+    out = dict(row)
+    out["actions"] = json.loads(out["actions"])
+    return out
+
+
+# --- leases ---------------------------------------------------------------------------
+
+
+async def test_take_lease_bumps_the_epoch(settings: Settings, executions: ExecutionStore,
+                                          processing: ProcessingStore,
+                                          pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1", extra=1)
+    first = await processing.take_lease(settings.tenant, "x1")
+    assert first is not None
+    assert (first.epoch, first.workflow, first.version, first.status, first.last_seq,
+            first.processed_seq, first.blocked_seq) == (1, "order", 1, "running", 2, 0, None)
+    second = await processing.take_lease(settings.tenant, "x1")
+    assert second is not None and second.epoch == 2
+    assert (await _execution(pg, "x1"))["lease_epoch"] == 2
+
+
+async def test_take_lease_of_unknown_execution_is_none(settings: Settings,
+                                                       processing: ProcessingStore) -> None:
+    assert await processing.take_lease(settings.tenant, "missing") is None
+    assert await processing.head(settings.tenant, "missing") == (0, None)
+
+
+# --- fenced commit --------------------------------------------------------------------
+
+
+async def test_commit_applies_projection_and_processing_record(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1", extra=1)
+    before = await _execution(pg, "x1")
+    lease = await processing.take_lease(settings.tenant, "x1")
+    assert lease is not None
+
+    processed_at = await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+
+    assert isinstance(processed_at, datetime)
+    x = await _execution(pg, "x1")
+    assert (x["status"], x["state"], x["data"], x["processed_seq"], x["last_seq"],
+            x["blocked_seq"]) == ("running", "pending", {"sku": "A"}, 1, 2, None)
+    assert x["updated_at"] == processed_at and x["updated_at"] > before["updated_at"]
+    p = await _processing(pg, "x1", 1)
+    assert p == {
+        "status": "completed", "published": False, "attempts": 1, "worker": "w1",
+        "from_state": None, "to_state": "pending",
+        "actions": [{"name": "notify", "ok": True, "result": {"n": 1}}], "error": None,
+        "started_at": processed_at, "processed_at": processed_at,
+    }
+    # the next event is untouched
+    assert (await _processing(pg, "x1", 2))["status"] == "pending"
+
+    # and the log reads back with the outcome
+    logged = await processing.load(settings.tenant, "x1", 0, 2)
+    assert [le.recorded.event.seq for le in logged] == [1, 2]
+    assert logged[0].recorded.outcome == STARTED_OUTCOME
+    assert logged[0].attempts == 1
+    assert logged[1].recorded.outcome == Outcome(status="pending")
+
+
+async def test_commit_sequence_advances_one_by_one(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1", extra=1)
+    lease = await processing.take_lease(settings.tenant, "x1")
+    assert lease is not None
+    await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    done = Snapshot(status="completed", state="approved", data={"sku": "A", "ok": True}, seq=2)
+    await processing.commit(lease, 2, Outcome(status="completed", from_state="pending",
+                                              to_state="approved"), done, "w1")
+    x = await _execution(pg, "x1")
+    assert (x["status"], x["state"], x["data"], x["processed_seq"]) == (
+        "completed", "approved", {"sku": "A", "ok": True}, 2)
+    assert await processing.head(settings.tenant, "x1") == (2, None)
+
+
+async def test_stale_epoch_commit_is_fenced_and_changes_nothing(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1")
+    old = await processing.take_lease(settings.tenant, "x1")
+    new = await processing.take_lease(settings.tenant, "x1")
+    assert old is not None and new is not None and new.epoch == old.epoch + 1
+    x_before, p_before = await _execution(pg, "x1"), await _processing(pg, "x1", 1)
+
+    with pytest.raises(LeaseLost):
+        await processing.commit(old, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "stale")
+
+    assert await _execution(pg, "x1") == x_before
+    assert await _processing(pg, "x1", 1) == p_before
+    assert p_before["status"] == "pending" and p_before["worker"] is None
+
+    # the current holder still commits
+    await processing.commit(new, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "fresh")
+    assert (await _processing(pg, "x1", 1))["worker"] == "fresh"
+    assert (await _execution(pg, "x1"))["processed_seq"] == 1
+
+
+async def test_committing_the_same_seq_twice_is_fenced(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1", extra=1)
+    lease = await processing.take_lease(settings.tenant, "x1")
+    assert lease is not None
+    await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    x_before, p_before = await _execution(pg, "x1"), await _processing(pg, "x1", 1)
+
+    other = Snapshot(status="failed", state="rejected", data={"twice": True}, seq=1)
+    with pytest.raises(LeaseLost):
+        await processing.commit(lease, 1, Outcome(status="failed", error="again"), other, "w2")
+
+    assert await _execution(pg, "x1") == x_before
+    assert await _processing(pg, "x1", 1) == p_before
+    assert p_before["attempts"] == 1 and p_before["worker"] == "w1"
+
+
+async def test_out_of_order_commit_is_fenced(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1", extra=3)
+    lease = await processing.take_lease(settings.tenant, "x1")
+    assert lease is not None
+    x_before = await _execution(pg, "x1")
+    with pytest.raises(LeaseLost):
+        await processing.commit(lease, 2, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    assert await _execution(pg, "x1") == x_before
+    assert (await _processing(pg, "x1", 2))["status"] == "pending"
+
+    await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    x_before = await _execution(pg, "x1")
+    with pytest.raises(LeaseLost):
+        await processing.commit(lease, 3, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    assert await _execution(pg, "x1") == x_before
+    assert (await _processing(pg, "x1", 3))["status"] == "pending"
+    assert x_before["processed_seq"] == 1
+
+
+async def test_concurrent_commits_of_one_seq_apply_once(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1")
+    lease = await processing.take_lease(settings.tenant, "x1")
+    assert lease is not None
+    results = await asyncio.gather(
+        *(processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, f"w{i}")
+          for i in range(5)), return_exceptions=True)
+    applied = [r for r in results if isinstance(r, datetime)]
+    assert len(applied) == 1
+    assert all(isinstance(r, LeaseLost) for r in results if not isinstance(r, datetime))
+    p = await _processing(pg, "x1", 1)
+    assert p["attempts"] == 1 and p["processed_at"] == applied[0]
+
+
+# --- mark_processing ------------------------------------------------------------------
+
+
+async def test_mark_processing_counts_attempts(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1")
+    lease = await processing.take_lease(settings.tenant, "x1")
+    assert lease is not None
+    assert await processing.mark_processing(lease, 1, "w1") == 1
+    p = await _processing(pg, "x1", 1)
+    assert (p["status"], p["attempts"], p["worker"]) == ("processing", 1, "w1")
+    assert p["started_at"] is not None and p["processed_at"] is None
+
+    assert await processing.mark_processing(lease, 1, "w1") == 2
+    # the commit after mark_processing does not count another attempt
+    at = await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    p = await _processing(pg, "x1", 1)
+    assert (p["status"], p["attempts"], p["processed_at"]) == ("completed", 2, at)
+    assert p["started_at"] is not None and p["started_at"] <= at
+
+
+async def test_mark_processing_is_fenced(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1", extra=1)
+    old = await processing.take_lease(settings.tenant, "x1")
+    new = await processing.take_lease(settings.tenant, "x1")
+    assert old is not None and new is not None
+    before = await _processing(pg, "x1", 1)
+
+    with pytest.raises(LeaseLost):
+        await processing.mark_processing(old, 1, "stale")  # stale epoch
+    with pytest.raises(LeaseLost):
+        await processing.mark_processing(new, 2, "w1")  # out of order
+    assert await _processing(pg, "x1", 1) == before
+    assert (await _processing(pg, "x1", 2))["attempts"] == 0
+
+    await processing.commit(new, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    done = await _processing(pg, "x1", 1)
+    with pytest.raises(LeaseLost):
+        await processing.mark_processing(new, 1, "w1")  # already processed
+    assert await _processing(pg, "x1", 1) == done
+    assert await processing.mark_processing(new, 2, "w1") == 1
+
+
+# --- dead events ----------------------------------------------------------------------
+
+
+async def test_mark_dead_blocks_the_next_event_once(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1", extra=2)
+    lease = await processing.take_lease(settings.tenant, "x1")
+    assert lease is not None
+    await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+
+    assert await processing.mark_dead(settings.tenant, "x1", "poison") == 2
+
+    x = await _execution(pg, "x1")
+    assert (x["blocked_seq"], x["processed_seq"], x["last_seq"]) == (2, 1, 3)
+    p2 = await _processing(pg, "x1", 2)
+    assert (p2["status"], p2["error"]) == ("dead", "poison")
+    assert p2["processed_at"] is not None
+    assert (await _processing(pg, "x1", 3))["status"] == "pending"
+    assert (await _processing(pg, "x1", 1))["status"] == "completed"
+    assert await processing.head(settings.tenant, "x1") == (3, 2)
+
+    # a second call does nothing
+    assert await processing.mark_dead(settings.tenant, "x1", "again") is None
+    assert (await _execution(pg, "x1"))["blocked_seq"] == 2
+    assert await _processing(pg, "x1", 2) == p2
+    assert (await _processing(pg, "x1", 3))["status"] == "pending"
+    assert await processing.counts() == {"lagging": 1, "blocked": 1}
+
+
+async def test_mark_dead_on_fully_processed_or_unknown_does_nothing(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1")
+    lease = await processing.take_lease(settings.tenant, "x1")
+    assert lease is not None
+    await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    assert await processing.mark_dead(settings.tenant, "x1", "late") is None
+    assert (await _execution(pg, "x1"))["blocked_seq"] is None
+    assert (await _processing(pg, "x1", 1))["status"] == "completed"
+    assert await processing.mark_dead(settings.tenant, "missing", "x") is None
+
+
+# --- relay and reconciler queries -----------------------------------------------------
+
+
+async def test_unpublished_lists_old_unpublished_events(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    t = settings.tenant
+    await _start(executions, t, "old", extra=1)
+    await _start(executions, t, "older")
+    await _start(executions, t, "fresh")
+    await pg.execute("UPDATE event_processing SET created_at = now() - interval '10 minutes'"
+                     " WHERE execution_id = 'old'")
+    await pg.execute("UPDATE event_processing SET created_at = now() - interval '20 minutes'"
+                     " WHERE execution_id = 'older'")
+
+    assert await processing.unpublished(3600.0, 100) == []
+    expected = [Hint(tenant=t, execution_id="older", seq=1),
+                Hint(tenant=t, execution_id="old", seq=1),
+                Hint(tenant=t, execution_id="old", seq=2)]
+    got = await processing.unpublished(60.0, 100)
+    assert got[0] == expected[0]
+    assert sorted(got, key=lambda h: (h.execution_id, h.seq)) == sorted(
+        expected, key=lambda h: (h.execution_id, h.seq))
+    assert await processing.unpublished(60.0, 1) == [expected[0]]
+
+    await processing.mark_published([expected[0], expected[2]])
+    assert await processing.unpublished(60.0, 100) == [expected[1]]
+    published = await pg.fetch("SELECT execution_id, seq FROM event_processing"
+                               " WHERE published ORDER BY execution_id, seq")
+    assert [tuple(r) for r in published] == [("old", 2), ("older", 1)]
+    await processing.mark_published([])  # no-op
+
+    await executions.mark_published(t, "old", 1)
+    assert await processing.unpublished(60.0, 100) == []
+    # fresh ones show up once older than the grace
+    await asyncio.sleep(0.05)
+    assert await processing.unpublished(0.01, 100) == [Hint(tenant=t, execution_id="fresh", seq=1)]
+
+
+async def test_lagging_lists_executions_waiting_too_long(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore) -> None:
+    t = settings.tenant
+    await _start(executions, t, "waiting")                 # next unprocessed: seq 1
+    await _start(executions, t, "partial", extra=2)        # processed 1 of 3
+    await _start(executions, t, "done")                    # fully processed
+    await _start(executions, t, "blocked", extra=1)        # dead event holds it back
+    for xid in ("partial", "done"):
+        lease = await processing.take_lease(t, xid)
+        assert lease is not None
+        await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    assert await processing.mark_dead(t, "blocked", "poison") == 1
+
+    assert await processing.lagging(3600.0, 100) == []
+    await asyncio.sleep(0.05)
+    got = await processing.lagging(0.01, 100)
+    assert sorted(got, key=lambda h: h.execution_id) == [
+        Hint(tenant=t, execution_id="partial", seq=3),
+        Hint(tenant=t, execution_id="waiting", seq=1),
+    ]
+    assert len(await processing.lagging(0.01, 1)) == 1
+    # ordered by the age of the next unprocessed event: waiting's seq 1 is older than
+    # partial's seq 2
+    assert got[0].execution_id == "waiting"
+
+
+# --- a dead event is never applied afterwards -----------------------------------------
+#
+# mark_dead is called by a worker's reclaimer, without the execution's Redis lock and
+# without bumping lease_epoch, so the lease holder may still be working on that very
+# event. Its later commit must be fenced, or the "dead" event gets applied anyway and
+# blocked_seq is left pointing at a processed event: the execution is then blocked for
+# good (the engine skips blocked executions, lagging() excludes them) although nothing
+# is dead any more.
+
+
+async def test_commit_of_an_event_marked_dead_meanwhile_is_fenced(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1", extra=1)
+    lease = await processing.take_lease(settings.tenant, "x1")
+    assert lease is not None
+    assert await processing.mark_processing(lease, 1, "w1") == 1
+    assert await processing.mark_dead(settings.tenant, "x1", "poison") == 1  # by a reclaimer
+
+    with pytest.raises(LeaseLost):
+        await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+
+    x = await _execution(pg, "x1")
+    assert (x["processed_seq"], x["blocked_seq"], x["state"]) == (0, 1, None)
+    p = await _processing(pg, "x1", 1)
+    assert (p["status"], p["error"]) == ("dead", "poison")
+
+
+async def test_mark_processing_of_a_dead_event_is_fenced(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1")
+    lease = await processing.take_lease(settings.tenant, "x1")
+    assert lease is not None
+    assert await processing.mark_dead(settings.tenant, "x1", "poison") == 1
+
+    with pytest.raises(LeaseLost):
+        await processing.mark_processing(lease, 1, "w1")
+
+    p = await _processing(pg, "x1", 1)
+    assert (p["status"], p["error"], p["attempts"]) == ("dead", "poison", 0)
