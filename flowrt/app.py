@@ -57,7 +57,8 @@ class App:
         return self._workflows.get((name, version))
 
     # actions
-    def action(self, name: str, *, retry: RetryPolicy | None = None) -> Callable[[ActionFn], ActionFn]:
+    def action(self, name: str, *,
+               retry: RetryPolicy | None = None) -> Callable[[ActionFn], ActionFn]:
         """Register an async function as the action ``name``."""
 
         def register(fn: ActionFn) -> ActionFn:

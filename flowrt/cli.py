@@ -11,12 +11,18 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from importlib.metadata import version as _pkg_version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import FlowrtError, NotFound
 from .settings import Settings, load_settings
+
+if TYPE_CHECKING:  # the commands import these lazily, to keep start-up light
+    from .app import App
+    from .definition import Workflow
+    from .events import RecordedEvent
 
 __all__ = ["main", "worker_main"]
 
@@ -79,7 +85,7 @@ async def _api(s: Settings) -> int:
         # uvicorn re-raises SIGTERM after a clean shutdown (exit 143); we handle the
         # signals ourselves so that a drained API exits 0.
         @contextlib.contextmanager
-        def capture_signals(self):  # type: ignore[no-untyped-def,override]
+        def capture_signals(self) -> Iterator[None]:
             yield
 
     config = uvicorn.Config(create_app(s), host=s.host, port=s.port, log_level="warning",
@@ -96,7 +102,7 @@ async def _api(s: Settings) -> int:
     return 0
 
 
-def _load_app(target: str) -> Any:
+def _load_app(target: str) -> App:
     from .app import App
 
     module_name, _, attr = target.partition(":")
@@ -121,7 +127,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return _run(_worker(s, app))
 
 
-async def _worker(s: Settings, app: Any) -> int:
+async def _worker(s: Settings, app: App) -> int:
     from .worker import Worker
 
     async with Worker(s, app) as worker:
@@ -140,7 +146,7 @@ def cmd_workflows_apply(args: argparse.Namespace) -> int:
     return _run(_apply(s, workflows))
 
 
-async def _apply(s: Settings, workflows: list[Any]) -> int:
+async def _apply(s: Settings, workflows: list[Workflow]) -> int:
     from .store import Database
     from .store.definitions import DefinitionStore
 
@@ -190,11 +196,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if result.matches else 1
 
 
-def _run_fetch(s: Settings, execution_id: str, override: Any) -> Any:
+def _run_fetch(s: Settings, execution_id: str,
+               override: Workflow | None) -> tuple[Workflow, list[RecordedEvent]]:
     return asyncio.run(_fetch_log(s, execution_id, override))
 
 
-async def _fetch_log(s: Settings, execution_id: str, override: Any) -> Any:
+async def _fetch_log(s: Settings, execution_id: str,
+                     override: Workflow | None) -> tuple[Workflow, list[RecordedEvent]]:
     from .store import Database, ExecutionStore, ProcessingStore
     from .store.definitions import DefinitionStore
 
@@ -217,7 +225,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from .dev import run_dev
 
-    return run_dev(_settings(args), workers=args.workers, app_target=args.app)
+    if args.workers < 1:
+        raise _Exit(2, "--workers must be at least 1")
+    return run_dev(_settings(args), workers=args.workers, app_target=args.app, reset=args.reset,
+                   database_given=bool(args.database_url or os.environ.get("FLOWRT_DATABASE_URL")),
+                   redis_given=bool(args.redis_url or os.environ.get("FLOWRT_REDIS_URL")),
+                   data_dir=Path(args.data_dir))
 
 
 # --- parsing -----------------------------------------------------------------
@@ -230,16 +243,20 @@ def _connection_flags(p: argparse.ArgumentParser, redis: bool = True) -> None:
 
 
 def _worker_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--app", required=True, help="import string of a flowrt.App, e.g. workers.demo:app")
+    p.add_argument("--app", required=True,
+                   help="import string of a flowrt.App, e.g. workers.demo:app")
     _connection_flags(p)
-    p.add_argument("--metrics-port", type=int, help="Prometheus port (env FLOWRT_METRICS_PORT, 0 disables)")
-    p.add_argument("--concurrency", type=int, help="executions processed at once (env FLOWRT_CONCURRENCY)")
+    p.add_argument("--metrics-port", type=int,
+                   help="Prometheus port (env FLOWRT_METRICS_PORT, 0 disables)")
+    p.add_argument("--concurrency", type=int,
+                   help="executions processed at once (env FLOWRT_CONCURRENCY)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowrt", description="flowrt: an event-sourced state-machine runtime.",
-        epilog="Settings come from FLOWRT_* variables; flags override them. See docs/operations.md.")
+        epilog="Settings come from FLOWRT_* variables; flags override them."
+               " See docs/operations.md.")
     parser.add_argument("--version", action="version", version=f"flowrt {_pkg_version('flowrt')}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -275,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=int, metavar="SEQ", help="stop after this seq")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--definition", metavar="FILE", help="replay against this definition instead")
-    p.add_argument("--log", metavar="FILE", help="replay an exported JSONL log (needs --definition)")
+    p.add_argument("--log", metavar="FILE",
+                   help="replay an exported JSONL log (needs --definition)")
     _connection_flags(p, redis=False)
     p.set_defaults(func=cmd_replay)
 
@@ -286,9 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dev", help="run the whole stack locally with the demo workflow")
     _connection_flags(p)
-    p.add_argument("--app", default="workers.demo:app", help="worker app (default workers.demo:app)")
+    p.add_argument("--app", default="workers.demo:app",
+                   help="worker app (default workers.demo:app)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--port", type=int, help="API port (env FLOWRT_PORT)")
+    p.add_argument("--reset", action="store_true", help="wipe the private servers' data first")
+    p.add_argument("--data-dir", default=".flowrt/dev",
+                   help="where the private servers keep their data (default .flowrt/dev)")
     p.set_defaults(func=cmd_dev)
     return parser
 

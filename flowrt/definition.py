@@ -149,7 +149,7 @@ def _construct_mapping(loader: _Yaml12Loader, node: yaml.MappingNode) -> dict[An
     loader.flatten_mapping(node)
     seen: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, (str, int, float, bool)) and key is not None:
             mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(
@@ -157,12 +157,12 @@ def _construct_mapping(loader: _Yaml12Loader, node: yaml.MappingNode) -> dict[An
         if key in seen:
             mark = key_node.start_mark
             raise _Duplicate(f"line {mark.line + 1}, column {mark.column + 1}", str(key))
-        seen[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+        seen[key] = loader.construct_object(value_node, deep=True)
     return seen
 
 
 _Yaml12Loader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping  # type: ignore[arg-type]
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
 )
 
 
@@ -185,13 +185,13 @@ def _read(path: Path) -> Any:
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
-        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_Yaml12Loader)  # safe: a SafeLoader subclass
     if suffix == ".json":
         return json.loads(text, object_pairs_hook=_json_pairs)
     if suffix == ".toml":
         return tomllib.loads(text)
-    raise DefinitionError([("file", f"unsupported extension {suffix!r}; use .yaml, .json or .toml")],
-                          str(path))
+    raise DefinitionError(
+        [("file", f"unsupported extension {suffix!r}; use .yaml, .json or .toml")], str(path))
 
 
 def load_definition(path: str | Path) -> Workflow:
@@ -294,5 +294,6 @@ def _validate(d: Definition) -> tuple[list[tuple[str, str]], dict[str, Guard]]:
                     queue.append(nxt)
         for sname in d.states:
             if sname not in seen:
-                problems.append((f"states.{sname}", f"state {sname!r} is unreachable from {d.initial!r}"))
+                problems.append(
+                    (f"states.{sname}", f"state {sname!r} is unreachable from {d.initial!r}"))
     return problems, guards

@@ -61,7 +61,8 @@ class Engine:
             return 0
         workflow = await self._workflow(lease)
         logged = await self._store.load(tenant, execution_id, 0, lease.last_seq)
-        history = replay(workflow, [e.recorded for e in logged if e.recorded.event.seq <= lease.processed_seq])
+        history = replay(workflow, [e.recorded for e in logged
+                                    if e.recorded.event.seq <= lease.processed_seq])
         if not history.matches:
             bad = next(s for s in history.steps if not s.matches)
             _log.warning("log does not replay as recorded", execution_id=execution_id,
@@ -159,7 +160,8 @@ class Engine:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 last = attempt == policy.attempts
-                self._metrics.actions.labels(action=name, outcome="failed" if last else "retry").inc()
+                outcome = "failed" if last else "retry"
+                self._metrics.actions.labels(action=name, outcome=outcome).inc()
                 log.warning("action failed", attempt=attempt, error=error, final=last)
                 if not last:
                     await self._sleep(backoff(policy, attempt, self._jitter()))

@@ -20,9 +20,9 @@ __all__ = [
     "STARTED",
     "ActionRecord",
     "Event",
-    "Hint",
     "EventStatus",
     "ExecutionStatus",
+    "Hint",
     "Outcome",
     "RecordedEvent",
     "is_reserved",
@@ -33,7 +33,8 @@ STARTED = "flowrt.started"
 
 EventStatus = Literal["pending", "processing", "completed", "ignored", "failed", "dead"]
 ExecutionStatus = Literal["running", "completed", "failed", "cancelled"]
-EVENT_STATUSES: tuple[str, ...] = ("pending", "processing", "completed", "ignored", "failed", "dead")
+EVENT_STATUSES: tuple[str, ...] = (
+    "pending", "processing", "completed", "ignored", "failed", "dead")
 EXECUTION_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "cancelled")
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, Processor
 
 __all__ = ["configure_logging", "get_logger"]
 
@@ -14,9 +15,9 @@ __all__ = ["configure_logging", "get_logger"]
 def configure_logging(level: str = "info", fmt: str = "auto", prefix: str | None = None) -> None:
     """Called by entry points only (never at import)."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: Any = (structlog.processors.JSONRenderer() if as_json
-                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
-    processors: list[Any] = [
+    renderer: Processor = (structlog.processors.JSONRenderer() if as_json
+                           else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -32,8 +33,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", prefix: str | None
     )
 
 
-def _add(key: str, value: str) -> Any:
-    def processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add(key: str, value: str) -> Processor:
+    def processor(_logger: Any, _name: str, event: EventDict) -> EventDict:
         event.setdefault(key, value)
         return event
 

@@ -222,7 +222,8 @@ def _compare(workflow: Workflow, decision: Decision, computed: Outcome,
     if computed.to_state != recorded.to_state:
         return f"state: recorded {recorded.to_state}, replay gives {computed.to_state}"
     names = tuple(r.name for r in recorded.actions)
-    want = expected_actions(workflow, decision, recorded.actions) if decision.kind != "ignored" else ()
+    want = (expected_actions(workflow, decision, recorded.actions)
+            if decision.kind != "ignored" else ())
     if names != want:
         return f"actions: recorded {list(names)}, definition names {list(want)}"
     return None

@@ -70,7 +70,7 @@ def render_table(execution_id: str, result: Replay, *, color: bool) -> str:
             f"{a.name}:{'ok' if a.ok else 'failed'}" + (f"x{a.attempts}" if a.attempts > 1 else "")
             for a in rec.actions)
         if step.decision is None:
-            verdict = "waiting" if rec.status in ("pending", "processing") else rec.status
+            verdict: str = "waiting" if rec.status in ("pending", "processing") else rec.status
         else:
             verdict = "match" if step.matches else "DIVERGED"
         rows.append((str(e.seq), e.name, rec.status, state, guards or "-", actions or "-", verdict))
@@ -95,9 +95,10 @@ def render_table(execution_id: str, result: Replay, *, color: bool) -> str:
             lines.append(paint(f"seq {step.event.seq}: {step.mismatch}", _RED))
         if step.recorded.error and step.decision is not None:
             lines.append(f"seq {step.event.seq}: error: {step.recorded.error}")
-    verdict = "replay matches the recorded log" if result.matches else "replay DIVERGES from the log"
+    summary = ("replay matches the recorded log" if result.matches
+               else "replay DIVERGES from the log")
     lines.append("")
     lines.append(f"{execution_id}: state {result.snapshot.state or '-'}, status"
-                 f" {result.snapshot.status}; {verdict}"
+                 f" {result.snapshot.status}; {summary}"
                  + (f"; blocked at seq {result.blocked_at}" if result.blocked_at else ""))
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""``Worker``: reads hints in the consumer group and drives the engine, one execution at a time.
+"""``Worker``: reads hints in the consumer group, drives the engine one execution at a time.
 
 Loops, all owned by the worker and stopped by ``stop()``:
 - reader: XREADGROUP new hints; hints for an execution already in hand are
@@ -19,7 +19,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
@@ -72,7 +72,8 @@ class Worker:
         self.metrics = Metrics(registry or CollectorRegistry())
         self._db = Database(settings.database_url, min_size=settings.db_pool_min,
                             max_size=settings.db_pool_max, timeout=settings.db_timeout)
-        self._bus = Bus(settings.redis_url, Keys(settings.redis_prefix), timeout=settings.redis_timeout)
+        self._bus = Bus(settings.redis_url, Keys(settings.redis_prefix),
+                        timeout=settings.redis_timeout)
         self._store = ProcessingStore(self._db)
         self._definitions = DefinitionStore(self._db)
         self._engine = Engine(
@@ -84,7 +85,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._metrics_server: Any = None
+        self._metrics_server: WSGIServer | None = None
 
     # lifecycle
     async def __aenter__(self) -> Worker:
@@ -128,7 +129,8 @@ class Worker:
             asyncio.create_task(self._read_loop(), name="reader"),
             asyncio.create_task(self._every(s.claim_interval, self._reclaim), name="reclaimer"),
             asyncio.create_task(self._every(s.relay_period, self._relay), name="relay"),
-            asyncio.create_task(self._every(s.reconciler_period, self._reconcile), name="reconciler"),
+            asyncio.create_task(self._every(s.reconciler_period, self._reconcile),
+                                name="reconciler"),
             asyncio.create_task(self._every(5.0, self._gauges), name="gauges"),
         ]
         try:
@@ -143,7 +145,8 @@ class Worker:
     async def _drain_jobs(self) -> None:
         if not self._tasks:
             return
-        _log.info("finishing in-flight work", jobs=len(self._tasks), grace=self.settings.shutdown_grace)
+        _log.info("finishing in-flight work", jobs=len(self._tasks),
+                  grace=self.settings.shutdown_grace)
         _done, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace)
         for t in pending:
             t.cancel()  # their finally blocks release the locks; unacked hints get reclaimed
@@ -285,7 +288,8 @@ class Worker:
             await asyncio.sleep(period)
 
     async def _reclaim(self) -> None:
-        claimed, deleted = await self._bus.reclaim(self.name, int(self.settings.claim_timeout * 1000))
+        claimed, deleted = await self._bus.reclaim(self.name,
+                                                   int(self.settings.claim_timeout * 1000))
         if deleted:
             _log.info("pending hints were deleted; the reconciler covers them", count=len(deleted))
         for d in claimed:

@@ -28,7 +28,8 @@ def _bad(detail: str) -> Problem:
 
 async def read_json(request: Request, kind: type[T], *, limit: int, max_depth: int) -> T:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+    is_json_suffix = ctype.startswith("application/") and ctype.endswith("+json")
+    if ctype != "application/json" and not is_json_suffix:
         raise Problem(415, "unsupported-media-type", "Unsupported Media Type",
                       "send the body as application/json",
                       headers={"Accept-Post": "application/json"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -30,7 +31,7 @@ class Problem(Exception):
     """Raise in a handler to answer with a problem document."""
 
     def __init__(self, status: int, slug: str, title: str, detail: str,
-                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+                 headers: Mapping[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -163,13 +164,15 @@ async def metrics(request: Request) -> Response:
                              media_type=CONTENT_TYPE_LATEST)
 
 
-def _by_method(**handlers: Any) -> Any:
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _by_method(**handlers: Handler) -> Handler:
     """One endpoint per path, so a 405 names every allowed method in its Allow header."""
 
     async def endpoint(request: Request) -> Response:
         handler = handlers[request.method.lower()]
-        response: Response = await handler(request)
-        return response
+        return await handler(request)
 
     return endpoint
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,5 +17,5 @@ async def unavailable() -> AsyncIterator[None]:
     """Turn "Redis cannot be reached" into ``BusUnavailable``."""
     try:
         yield
-    except (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
         raise BusUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc

@@ -11,7 +11,10 @@ GROUP = "workers"  # the one consumer group all workers read in
 
 @dataclass(frozen=True)
 class Keys:
-    """Keys under one prefix (``FLOWRT_REDIS_PREFIX``), so deployments and tests can share a server."""
+    """Keys under one prefix (``FLOWRT_REDIS_PREFIX``).
+
+    Deployments and tests can share a server by using different prefixes.
+    """
 
     prefix: str
 

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.typing import StreamIdT
 
 from ..events import Hint
 from .errors_map import unavailable
@@ -99,7 +100,8 @@ class Bus:
         async with unavailable():
             if len(hints) == 1:
                 h = hints[0]
-                await self.client.xadd(self.keys.stream, {"t": h.tenant, "x": h.execution_id, "s": h.seq})
+                await self.client.xadd(self.keys.stream,
+                                       {"t": h.tenant, "x": h.execution_id, "s": h.seq})
                 return
             async with self.client.pipeline(transaction=False) as pipe:
                 for h in hints:
@@ -107,11 +109,16 @@ class Bus:
                 await pipe.execute()
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
-        """New hints for this consumer. Raises ``rexc.ResponseError`` with NOGROUP if the group vanished."""
+        """New hints for this consumer.
+
+        Raises ``rexc.ResponseError`` with NOGROUP if the group vanished.
+        """
         async with unavailable():
-            reply = await self.client.xreadgroup(GROUP, consumer, {self.keys.stream: ">"},
-                                                 count=count, block=block_ms)
-        out = []
+            # RESP2 with decode_responses: [[stream, [(id, {field: value}), ...]]] or None.
+            # redis-py types the reply as the union of its RESP2 and RESP3 shapes.
+            reply: Any = await self.client.xreadgroup(GROUP, consumer, {self.keys.stream: ">"},
+                                                      count=count, block=block_ms)
+        out: list[Delivery] = []
         for _stream, messages in reply or []:
             for message_id, fields in messages:
                 out.append(Delivery(message_id=message_id, hint=_hint(fields)))
@@ -123,7 +130,8 @@ class Bus:
         async with unavailable():
             return int(await self._ack(keys=[self.keys.stream], args=[GROUP, *message_ids]))
 
-    async def reclaim(self, consumer: str, min_idle_ms: int, page: int = 100) -> tuple[list[Delivery], list[str]]:
+    async def reclaim(self, consumer: str, min_idle_ms: int,
+                      page: int = 100) -> tuple[list[Delivery], list[str]]:
         """Take over hints idle longer than ``min_idle_ms`` (XAUTOCLAIM, paged to the end).
 
         Returns the claimed deliveries with their delivery counts, and the ids that
@@ -161,17 +169,18 @@ class Bus:
         """
         if not message_ids:
             return
+        ids: list[StreamIdT] = list(message_ids)  # list is invariant: widen str to StreamIdT
         async with unavailable():
-            await self.client.xclaim(self.keys.stream, GROUP, consumer, 0, message_ids,
-                                     justid=True)
+            await self.client.xclaim(self.keys.stream, GROUP, consumer, 0, ids, justid=True)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         h = delivery.hint
         async with unavailable():
             await self._dead(
                 keys=[self.keys.stream, self.keys.dead],
-                args=[GROUP, delivery.message_id, h.tenant if h else "", h.execution_id if h else "",
-                      h.seq if h else 0, delivery.deliveries, reason])
+                args=[GROUP, delivery.message_id, h.tenant if h else "",
+                      h.execution_id if h else "", h.seq if h else 0, delivery.deliveries,
+                      reason])
 
     async def stats(self) -> tuple[int, int]:
         """Stream length and the group's pending count (0 when the group is missing)."""

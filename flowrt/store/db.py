@@ -73,7 +73,7 @@ class Database:
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), timeout=self.timeout)
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 pool.terminate()
 
     async def __aenter__(self) -> Database:

@@ -141,7 +141,8 @@ class ExecutionStore:
                     " WHERE x.tenant_id = $1 AND x.execution_id = $2 AND e.seq = 1",
                     tenant, execution_id)
                 if row is None or row["request_hash"] != request_hash:
-                    raise Conflict(f"execution {execution_id!r} already exists with another request")
+                    raise Conflict(
+                        f"execution {execution_id!r} already exists with another request")
                 return Appended(execution_id=execution_id, event_id=row["event_id"], seq=1,
                                 workflow=row["workflow"], created=False)
             await self._insert_event(conn, tenant, execution_id, 1, event_id, STARTED,

@@ -26,7 +26,8 @@ def migrations(directory: Path = SQL_DIR) -> list[tuple[int, str, Path]]:
     return found
 
 
-async def migrate(url: str, *, directory: Path = SQL_DIR, timeout: float = 10.0,
+# ``timeout`` bounds the connect (asyncpg's own parameter), not the whole migration.
+async def migrate(url: str, *, directory: Path = SQL_DIR, timeout: float = 10.0,  # noqa: ASYNC109
                   progress: Callable[[str], None] | None = None) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     applied: list[str] = []
@@ -41,7 +42,8 @@ async def migrate(url: str, *, directory: Path = SQL_DIR, timeout: float = 10.0,
                     " version integer PRIMARY KEY, name text NOT NULL,"
                     " applied_at timestamptz NOT NULL DEFAULT now())"
                 )
-                done = {r["version"] for r in await conn.fetch("SELECT version FROM flowrt_migrations")}
+                rows = await conn.fetch("SELECT version FROM flowrt_migrations")
+                done = {r["version"] for r in rows}
                 for version, name, path in migrations(directory):
                     if version in done:
                         continue

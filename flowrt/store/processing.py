@@ -74,7 +74,8 @@ class ProcessingStore:
                 " WHERE tenant_id = $1 AND execution_id = $2", tenant, execution_id)
         return (row["last_seq"], row["blocked_seq"]) if row else (0, None)
 
-    async def load(self, tenant: str, execution_id: str, after: int, upto: int) -> list[LoggedEvent]:
+    async def load(self, tenant: str, execution_id: str, after: int,
+                   upto: int) -> list[LoggedEvent]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(_LOG_QUERY, tenant, execution_id, after, upto)
         out = []

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from redis import exceptions as rexc
 
 import workers.demo as demo

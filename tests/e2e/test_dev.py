@@ -1,0 +1,134 @@
+"""`flowrt dev` (what `make run` runs): private servers, the stack, a clean Ctrl-C,
+and the same data on the next start."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowrt.devservers import PrivatePostgres, port_is_free
+from tests.support.procs import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+FLOWRT = str(Path(sys.executable).parent / "flowrt")
+
+
+def _ports(n: int) -> int:
+    """A base port with n free consecutive ports after it."""
+    for base in range(23000, 60000, 37):
+        if all(port_is_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def _env(metrics_base: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWRT_")}
+    env["FLOWRT_METRICS_PORT"] = str(metrics_base)
+    env["FLOWRT_SHUTDOWN_GRACE"] = "5"
+    return env
+
+
+def _start(data: Path, port: int, metrics: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([FLOWRT, "dev", "--data-dir", str(data), "--port", str(port), *extra],
+                            cwd=ROOT, env=_env(metrics), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_banner(proc: subprocess.Popen[str], timeout: float = 120) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("flowrt dev exited:\n" + "".join(lines))
+        lines.append(line)
+        if "flowrt replay o-1" in line:
+            return lines
+    raise AssertionError("no banner:\n" + "".join(lines))
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def _wait_state(api: str, want: str) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{api}/v1/executions/o-1").json()
+        if body.get("state") == want:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"not {want}: {body}")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path):
+    data = tmp_path / "dev"
+    yield data
+    # the cluster may live under /var/tmp when the test dir is not reachable by `nobody`
+    shutil.rmtree(PrivatePostgres(data).data_dir.parent, ignore_errors=True)
+
+
+def test_dev_runs_the_stack_and_keeps_data_between_runs(data_dir: Path):
+    base = _ports(3)
+    api = f"http://127.0.0.1:{base}"
+    proc = _start(data_dir, base, base + 1)
+    try:
+        banner = "".join(_wait_banner(proc))
+        assert f"API {api}" in banner and f"127.0.0.1:{base + 2}/metrics" in banner
+        assert "(private)" in banner and "curl" in banner
+        r = httpx.post(f"{api}/v1/executions", json={"workflow": "order", "input": {"sku": "A"},
+                                                     "execution_id": "o-1"})
+        assert r.status_code == 202, r.text
+        r = httpx.post(f"{api}/v1/executions/o-1/events",
+                       json={"name": "approve", "payload": {"amount": 50}})
+        assert r.status_code == 202, r.text
+        _wait_state(api, "approved")
+        assert httpx.get(f"http://127.0.0.1:{base + 1}/metrics").status_code == 200
+    finally:
+        out = _stop(proc)
+    assert "stopped" in out
+    for port in (base, base + 1, base + 2):
+        assert port_is_free(port), f"port {port} still in use after Ctrl-C"
+
+    proc = _start(data_dir, base, base + 1)
+    try:
+        _wait_banner(proc)
+        body = _wait_state(api, "approved")  # the same data came back
+        assert body["data"] == {"sku": "A", "reserved": True, "notified": True}
+    finally:
+        _stop(proc)
+
+    proc = _start(data_dir, base, base + 1, "--reset")
+    try:
+        _wait_banner(proc)
+        assert httpx.get(f"{api}/v1/executions/o-1").status_code == 404
+    finally:
+        _stop(proc)
+
+
+def test_dev_port_taken_is_one_clear_line(data_dir: Path):
+    base = _ports(3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", base))
+        s.listen()
+        out = subprocess.run([FLOWRT, "dev", "--data-dir", str(data_dir), "--port", str(base)],
+                             cwd=ROOT, env=_env(base + 1), capture_output=True, text=True,
+                             timeout=60)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"port {base}" in lines[0] and "--port" in lines[0], out.stderr
