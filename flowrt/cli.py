@@ -11,13 +11,13 @@ import importlib
 import os
 import signal
 import sys
-from pathlib import Path
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from importlib.metadata import version as _pkg_version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import FlowrtError, NotFound
-from .settings import Settings, load_settings
+from .settings import Settings, env_given, load_settings
 
 if TYPE_CHECKING:  # the commands import these lazily, to keep start-up light
     from .app import App
@@ -228,8 +228,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise _Exit(2, "--workers must be at least 1")
     return run_dev(_settings(args), workers=args.workers, app_target=args.app, reset=args.reset,
-                   database_given=bool(args.database_url or os.environ.get("FLOWRT_DATABASE_URL")),
-                   redis_given=bool(args.redis_url or os.environ.get("FLOWRT_REDIS_URL")),
+                   database_given=bool(args.database_url) or env_given(os.environ, "database_url"),
+                   redis_given=bool(args.redis_url) or env_given(os.environ, "redis_url"),
                    data_dir=Path(args.data_dir))
 
 

@@ -175,8 +175,10 @@ def _banner(s: Settings, api: str, workers: int, pg: PrivatePostgres | None,
         "",
         "  try it:",
         f"    curl -s -X POST {api}/v1/executions -H 'content-type: application/json' \\",
-        "         -d '{\"workflow\": \"order\", \"input\": {\"sku\": \"A-1\"}, \"execution_id\": \"o-1\"}'",
-        f"    curl -s -X POST {api}/v1/executions/o-1/events -H 'content-type: application/json' \\",
+        "         -d '{\"workflow\": \"order\", \"input\": {\"sku\": \"A-1\"},"
+        " \"execution_id\": \"o-1\"}'",
+        f"    curl -s -X POST {api}/v1/executions/o-1/events"
+        " -H 'content-type: application/json' \\",
         "         -d '{\"name\": \"approve\", \"payload\": {\"amount\": 50}}'",
         f"    curl -s {api}/v1/executions/o-1",
         f"    FLOWRT_DATABASE_URL={s.database_url} .venv/bin/flowrt replay o-1",

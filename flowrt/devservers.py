@@ -23,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from .errors import FlowrtError
 
@@ -103,7 +104,15 @@ def find_postgres_bin() -> tuple[Path, str]:
                          " or PostgreSQL's server package, or set FLOWRT_DATABASE_URL")
 
 
-def _as_user() -> dict[str, object]:
+class _UserArgs(TypedDict, total=False):
+    """The ``subprocess`` keyword arguments that run a child as another user."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def _as_user() -> _UserArgs:
     """Popen arguments that drop root to the unprivileged user (PostgreSQL refuses root)."""
     if os.geteuid() != 0:
         return {}
@@ -118,7 +127,7 @@ def _as_user() -> dict[str, object]:
 def _usable_by_unprivileged(path: Path) -> bool:
     if os.geteuid() != 0:
         return True
-    return subprocess.run(["test", "-x", str(path)], **_as_user(),  # type: ignore[call-overload]
+    return subprocess.run(["test", "-x", str(path)], **_as_user(),
                           check=False).returncode == 0
 
 
@@ -179,12 +188,12 @@ class PrivatePostgres:
         if not (data / "PG_VERSION").exists():
             data.mkdir(parents=True, exist_ok=True)
             if drop:
-                os.chown(data, drop["user"], drop["group"])  # type: ignore[arg-type]
-                os.chown(data.parent, drop["user"], drop["group"])  # type: ignore[arg-type]
+                os.chown(data, drop["user"], drop["group"])
+                os.chown(data.parent, drop["user"], drop["group"])
             init = subprocess.run(
                 [str(bindir / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust",
                  "-E", "UTF8", "--no-instructions"],
-                capture_output=True, check=False, **drop)  # type: ignore[call-overload]
+                capture_output=True, check=False, **drop)
             if init.returncode != 0:
                 raise DevServerError("initdb failed: " + init.stderr.decode(errors="replace")
                                      .strip().splitlines()[-1] if init.stderr else "initdb failed")
@@ -192,7 +201,7 @@ class PrivatePostgres:
             (data / "postmaster.pid").unlink()  # a previous run killed hard; we own this cluster
         logf = log.open("ab")
         if drop:
-            os.chown(log, drop["user"], drop["group"])  # type: ignore[arg-type]
+            os.chown(log, drop["user"], drop["group"])
         self._proc = subprocess.Popen(
             [str(bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(data),
              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],

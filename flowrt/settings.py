@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import SettingsError
 
-__all__ = ["SETTINGS", "Settings", "load_settings"]
+__all__ = ["SETTINGS", "Settings", "env_given", "load_settings"]
 
 
 def _mask(url: str) -> str:
@@ -157,6 +157,11 @@ def _validated(s: Settings) -> Settings:
     if s.retry_initial_delay > s.retry_max_delay:
         raise SettingsError("FLOWRT_RETRY_INITIAL_DELAY: must not exceed FLOWRT_RETRY_MAX_DELAY")
     return s
+
+
+def env_given(environ: Mapping[str, str], name: str) -> bool:
+    """Whether the variable behind setting ``name`` is set to a non-empty value."""
+    return bool(environ.get(_where(name)))
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:

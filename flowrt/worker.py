@@ -283,6 +283,12 @@ class Worker:
                 await fn()
             except Unavailable as exc:
                 _log.warning("periodic task skipped", task=fn.__name__, error=str(exc))
+            except rexc.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis lost the group (restarted empty): the reader and the reconciler
+                # recreate it; nothing to do here until then.
+                _log.warning("periodic task skipped: consumer group missing", task=fn.__name__)
             except Exception:
                 _log.exception("periodic task failed", task=fn.__name__)
             await asyncio.sleep(period)
@@ -295,14 +301,27 @@ class Worker:
         for d in claimed:
             self.metrics.messages_reclaimed.inc()
             if d.hint is not None and d.deliveries > self.settings.max_deliveries:
-                reason = f"delivered {d.deliveries} times (max {self.settings.max_deliveries})"
-                seq = await self._store.mark_dead(d.hint.tenant, d.hint.execution_id, reason)
-                await self._bus.dead_letter(d, reason)
-                self.metrics.dead_letters.inc()
-                _log.error("hint dead-lettered", execution_id=d.hint.execution_id,
-                           dead_seq=seq, deliveries=d.deliveries)
+                await self._too_many_deliveries(d)
                 continue
             await self._dispatch(d)
+
+    async def _too_many_deliveries(self, d: Delivery) -> None:
+        assert d.hint is not None
+        limit = self.settings.max_deliveries
+        reason = f"delivered {d.deliveries} times (max {limit}) and attempted {limit}+ times"
+        seq = await self._store.mark_dead(d.hint.tenant, d.hint.execution_id, reason, limit)
+        if seq is None:
+            # Redelivered often but hardly ever attempted: a dependency was down, not a
+            # poison event. Hand the wake-up back as a fresh hint (its count starts over).
+            _log.warning("hint redelivered often without failed attempts; renewing it",
+                         execution_id=d.hint.execution_id, deliveries=d.deliveries)
+            await self._bus.publish([d.hint])
+            await self._bus.ack([d.message_id])
+            return
+        await self._bus.dead_letter(d, reason)
+        self.metrics.dead_letters.inc()
+        _log.error("hint dead-lettered; the event is dead and later events wait behind it",
+                   execution_id=d.hint.execution_id, dead_seq=seq, deliveries=d.deliveries)
 
     async def _relay(self) -> None:
         hints = await self._store.unpublished(self.settings.relay_grace, 500)

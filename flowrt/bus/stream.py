@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis import exceptions as rexc
 from redis.typing import StreamIdT
 
@@ -51,9 +53,14 @@ class Bus:
     async def start(self) -> None:
         if self._closed:
             raise RuntimeError("Bus was closed; create a new one")
+        # A pooled connection that Redis closed (a restart) fails on first reuse; one
+        # quick retry on a fresh connection hides that. Retried XADDs may duplicate a
+        # hint, which is harmless.
         self._client = aioredis.from_url(
             self._url, decode_responses=True, socket_timeout=self._timeout,
-            socket_connect_timeout=self._timeout, health_check_interval=15)
+            socket_connect_timeout=self._timeout, health_check_interval=15,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry_on_error=[rexc.ConnectionError, rexc.TimeoutError])
         self._ack = self._client.register_script(_script("ack.lua"))
         self._dead = self._client.register_script(_script("dead_letter.lua"))
         self._extend = self._client.register_script(_script("extend.lua"))

@@ -128,13 +128,23 @@ class ProcessingStore:
                 processed_at)
         return processed_at  # type: ignore[no-any-return]
 
-    async def mark_dead(self, tenant: str, execution_id: str, reason: str) -> int | None:
-        """Mark the execution's next unprocessed event dead; later events wait behind it."""
+    async def mark_dead(self, tenant: str, execution_id: str, reason: str,
+                        min_attempts: int) -> int | None:
+        """Mark the execution's next unprocessed event dead; later events wait behind it.
+
+        Only when workers started on that event at least ``min_attempts`` times: a hint
+        redelivered while PostgreSQL was down shows many deliveries but no attempt,
+        and must not kill an event that never failed. Returns the dead seq, or None.
+        """
         async with self._db.transaction() as conn:
             seq = await conn.fetchval(
-                "UPDATE executions SET blocked_seq = processed_seq + 1, updated_at = now()"
-                " WHERE tenant_id = $1 AND execution_id = $2 AND blocked_seq IS NULL"
-                " AND processed_seq < last_seq RETURNING blocked_seq", tenant, execution_id)
+                "UPDATE executions x SET blocked_seq = x.processed_seq + 1, updated_at = now()"
+                " FROM event_processing p"
+                " WHERE x.tenant_id = $1 AND x.execution_id = $2 AND x.blocked_seq IS NULL"
+                " AND x.processed_seq < x.last_seq AND p.tenant_id = x.tenant_id"
+                " AND p.execution_id = x.execution_id AND p.seq = x.processed_seq + 1"
+                " AND p.attempts >= $3 RETURNING x.blocked_seq",
+                tenant, execution_id, min_attempts)
             if seq is not None:
                 await conn.execute(
                     "UPDATE event_processing SET status = 'dead', error = $4, processed_at = now()"

@@ -260,7 +260,7 @@ async def test_mark_dead_blocks_the_next_event_once(
     assert lease is not None
     await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
 
-    assert await processing.mark_dead(settings.tenant, "x1", "poison") == 2
+    assert await processing.mark_dead(settings.tenant, "x1", "poison", 0) == 2
 
     x = await _execution(pg, "x1")
     assert (x["blocked_seq"], x["processed_seq"], x["last_seq"]) == (2, 1, 3)
@@ -272,11 +272,26 @@ async def test_mark_dead_blocks_the_next_event_once(
     assert await processing.head(settings.tenant, "x1") == (3, 2)
 
     # a second call does nothing
-    assert await processing.mark_dead(settings.tenant, "x1", "again") is None
+    assert await processing.mark_dead(settings.tenant, "x1", "again", 0) is None
     assert (await _execution(pg, "x1"))["blocked_seq"] == 2
     assert await _processing(pg, "x1", 2) == p2
     assert (await _processing(pg, "x1", 3))["status"] == "pending"
     assert await processing.counts() == {"lagging": 1, "blocked": 1}
+
+
+async def test_mark_dead_needs_failed_attempts_not_just_deliveries(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    # A hint redelivered during a PostgreSQL outage has many deliveries but no attempt:
+    # its event must not die. Only workers that started on it (and vanished) count.
+    await _start(executions, settings.tenant, "x1", extra=1)
+    assert await processing.mark_dead(settings.tenant, "x1", "outage", 2) is None
+    assert (await _execution(pg, "x1"))["blocked_seq"] is None
+    assert (await _processing(pg, "x1", 1))["status"] == "pending"
+    await pg.execute("UPDATE event_processing SET attempts = 2 WHERE execution_id = 'x1'"
+                     " AND seq = 1")
+    assert await processing.mark_dead(settings.tenant, "x1", "poison", 2) == 1
+    assert (await _processing(pg, "x1", 1))["status"] == "dead"
 
 
 async def test_mark_dead_on_fully_processed_or_unknown_does_nothing(
@@ -286,10 +301,10 @@ async def test_mark_dead_on_fully_processed_or_unknown_does_nothing(
     lease = await processing.take_lease(settings.tenant, "x1")
     assert lease is not None
     await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
-    assert await processing.mark_dead(settings.tenant, "x1", "late") is None
+    assert await processing.mark_dead(settings.tenant, "x1", "late", 0) is None
     assert (await _execution(pg, "x1"))["blocked_seq"] is None
     assert (await _processing(pg, "x1", 1))["status"] == "completed"
-    assert await processing.mark_dead(settings.tenant, "missing", "x") is None
+    assert await processing.mark_dead(settings.tenant, "missing", "x", 0) is None
 
 
 # --- relay and reconciler queries -----------------------------------------------------
@@ -342,7 +357,7 @@ async def test_lagging_lists_executions_waiting_too_long(
         lease = await processing.take_lease(t, xid)
         assert lease is not None
         await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
-    assert await processing.mark_dead(t, "blocked", "poison") == 1
+    assert await processing.mark_dead(t, "blocked", "poison", 0) == 1
 
     assert await processing.lagging(3600.0, 100) == []
     await asyncio.sleep(0.05)
@@ -374,7 +389,7 @@ async def test_commit_of_an_event_marked_dead_meanwhile_is_fenced(
     lease = await processing.take_lease(settings.tenant, "x1")
     assert lease is not None
     assert await processing.mark_processing(lease, 1, "w1") == 1
-    assert await processing.mark_dead(settings.tenant, "x1", "poison") == 1  # by a reclaimer
+    assert await processing.mark_dead(settings.tenant, "x1", "poison", 0) == 1  # by a reclaimer
 
     with pytest.raises(LeaseLost):
         await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
@@ -391,7 +406,7 @@ async def test_mark_processing_of_a_dead_event_is_fenced(
     await _start(executions, settings.tenant, "x1")
     lease = await processing.take_lease(settings.tenant, "x1")
     assert lease is not None
-    assert await processing.mark_dead(settings.tenant, "x1", "poison") == 1
+    assert await processing.mark_dead(settings.tenant, "x1", "poison", 0) == 1
 
     with pytest.raises(LeaseLost):
         await processing.mark_processing(lease, 1, "w1")

@@ -8,6 +8,10 @@
 3. A worker is paused (SIGSTOP) in the middle of an action, past its lock's TTL:
    the other worker takes over, and the paused one's late commit is fenced.
 
+``test_long_postgres_outage_does_not_kill_events`` is an expected failure (a bug):
+a PostgreSQL outage longer than about max_deliveries x claim_timeout gets in-flight
+events marked dead, because every failed reclaim counts as a delivery.
+
 Private servers (``tests/support/servers.py``) on their own loopback ports are the
 ones killed; the shared servers are only used the way every other test uses them.
 """
@@ -21,7 +25,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,9 +46,10 @@ APP = "tests.e2e.counter:app"
 
 def _short(settings: Settings, **extra: object) -> Settings:
     """The brief's short timings, plus a free API port."""
-    return replace(settings, port=free_port(), reconciler_period=0.5, reconciler_grace=1.0,
-                   relay_period=0.3, relay_grace=0.5, claim_timeout=2.0, lock_ttl=3.0,
-                   **extra)  # type: ignore[arg-type]
+    values: dict[str, object] = {
+        "port": free_port(), "reconciler_period": 0.5, "reconciler_grace": 1.0,
+        "relay_period": 0.3, "relay_grace": 0.5, "claim_timeout": 2.0, "lock_ttl": 3.0}
+    return replace(settings, **{**values, **extra})  # type: ignore[arg-type]
 
 
 def _metric(text: str, name: str) -> float:
@@ -75,8 +80,8 @@ async def _wait_processed(pg: asyncpg.Connection, deadline_s: float) -> None:
         if lag == 0:
             return
         await asyncio.sleep(0.1)
-    rows = await pg.fetch("SELECT execution_id, processed_seq, last_seq, blocked_seq FROM executions"
-                          " WHERE processed_seq < last_seq LIMIT 5")
+    rows = await pg.fetch("SELECT execution_id, processed_seq, last_seq, blocked_seq"
+                          " FROM executions WHERE processed_seq < last_seq LIMIT 5")
     dead = await pg.fetch("SELECT execution_id, seq, error FROM event_processing"
                           " WHERE status = 'dead' LIMIT 5")
     raise AssertionError(f"not processed in time: {[dict(r) for r in rows]};"
@@ -92,6 +97,21 @@ async def _check_exactly_once_in_order(pg: asyncpg.Connection) -> None:
                                " ORDER BY seq", row["execution_id"])
         seqs = json.loads(row["data"]).get("seqs", [])
         assert seqs == [t["seq"] for t in ticks], row["execution_id"]
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"{what} (after {within}s)"
+        await asyncio.sleep(0.1)
+
+
+async def _fetchval(pg: asyncpg.Connection, query: str) -> bool:
+    return bool(await pg.fetchval(query))
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200
 
 
 def _stop_all(procs: list[Proc]) -> None:
@@ -136,9 +156,9 @@ async def test_redis_killed_and_back_empty(settings, pg, tmp_path):
                 await _wait_processed(pg, 20)
                 await _check_exactly_once_in_order(pg)
                 # Something to prove the restarted Redis is empty.
-                r = aioredis.from_url(redis_server.url)
-                await r.set(f"{s.redis_prefix}:sentinel", "before")
-                await r.aclose()
+                private = aioredis.from_url(redis_server.url)
+                await private.set(f"{s.redis_prefix}:sentinel", "before")
+                await private.aclose()
                 before = _metric(_metrics(metrics_port), "flowrt_hints_republished_total")
 
                 redis_server.kill9()
@@ -146,12 +166,12 @@ async def test_redis_killed_and_back_empty(settings, pg, tmp_path):
                 tick = [(f"/v1/executions/{x}/events", {"name": "tick"})
                         for _ in range(4) for x in ids]
                 accepted = await _post_all(client, tick)  # 20 POSTs, each 202
-                seqs = [(x, r.json()["seq"]) for (p, _), r, x in
-                        zip(tick, accepted, [p.split("/")[3] for p, _ in tick], strict=True)]
+                seqs = [(a.json()["execution_id"], a.json()["seq"]) for a in accepted]
                 # Durable and waiting for the relay: published = false.
                 rows = await pg.fetch(
                     "SELECT execution_id, seq, published FROM event_processing"
-                    " WHERE (execution_id, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))",
+                    " WHERE (execution_id, seq) IN"
+                    " (SELECT * FROM unnest($1::text[], $2::bigint[]))",
                     [x for x, _ in seqs], [q for _, q in seqs])
                 assert len(rows) == 20 and not any(r["published"] for r in rows), rows
                 _problem_503(await client.get("/readyz"))
@@ -162,25 +182,23 @@ async def test_redis_killed_and_back_empty(settings, pg, tmp_path):
                 assert worker.alive(), worker.output()[-3000:]
 
                 redis_server.start()
-                r = aioredis.from_url(redis_server.url)
-                assert await r.get(f"{s.redis_prefix}:sentinel") is None, "Redis came back with data"
-                await r.aclose()
+                private = aioredis.from_url(redis_server.url)
+                sentinel = await private.get(f"{s.redis_prefix}:sentinel")
+                await private.aclose()
+                assert sentinel is None, "Redis came back with data"
 
                 await _wait_processed(pg, 30)
                 await _check_exactly_once_in_order(pg)
                 assert await pg.fetchval("SELECT count(*) FROM events WHERE name = 'tick'") == 35
                 assert await pg.fetchval(
                     "SELECT count(*) FROM event_processing WHERE status = 'dead'") == 0
-                assert await pg.fetchval(
-                    "SELECT count(*) FROM event_processing WHERE NOT published") == 0
+                await _eventually(  # the relay marks them published right after publishing
+                    lambda: _fetchval(pg, "SELECT count(*) = 0 FROM event_processing"
+                                          " WHERE NOT published"), 10, "left unpublished")
                 assert worker.alive(), worker.output()[-3000:]
                 after = _metric(_metrics(metrics_port), "flowrt_hints_republished_total")
                 assert after > before, (before, after)
-                # and the API is ready again
-                deadline = time.monotonic() + 10
-                while (await client.get("/readyz")).status_code != 200:
-                    assert time.monotonic() < deadline, "API not ready after Redis came back"
-                    await asyncio.sleep(0.2)
+                await _eventually(lambda: _ready(client), 10, "API not ready after Redis is back")
         finally:
             _stop_all(procs)
 
@@ -235,8 +253,8 @@ async def test_postgres_killed_and_back(settings, redis_client, tmp_path):
                 for x in ids:
                     _problem_503(await client.post(f"/v1/executions/{x}/events",
                                                    json={"name": "tick"}))
-                _problem_503(await client.post("/v1/executions",
-                                               json={"workflow": "counter", "execution_id": "pg-new"}))
+                _problem_503(await client.post(
+                    "/v1/executions", json={"workflow": "counter", "execution_id": "pg-new"}))
                 assert (await client.get("/healthz")).status_code == 200
                 _problem_503(await client.get("/readyz"))
                 entries_after = await _stream_entries(redis_client, stream)
@@ -248,10 +266,7 @@ async def test_postgres_killed_and_back(settings, redis_client, tmp_path):
 
                 pg_server.start()
 
-                deadline = time.monotonic() + 15
-                while (await client.get("/readyz")).status_code != 200:
-                    assert time.monotonic() < deadline, "API not ready after PostgreSQL came back"
-                    await asyncio.sleep(0.2)
+                await _eventually(lambda: _ready(client), 15, "API not ready after PostgreSQL")
                 await _post_all(client, [(f"/v1/executions/{x}/events", {"name": "tick"})
                                          for _ in range(2) for x in ids])
                 await _post_all(client, [("/v1/executions", {"workflow": "counter",
@@ -266,6 +281,57 @@ async def test_postgres_killed_and_back(settings, redis_client, tmp_path):
                 finally:
                     await pg.close()
                 assert worker.alive(), worker.output()[-3000:]
+        finally:
+            _stop_all(procs)
+
+
+async def test_long_postgres_outage_does_not_kill_events(settings, tmp_path):
+    with private_postgres(tmp_path) as pg_server:
+        # The reconciler is kept out of the way (as in test_end_to_end) so that recovery
+        # is the reclaimer's doing; with it on, the outcome is a race between the two.
+        s = _short(settings, database_url=pg_server.url, reconciler_grace=60.0,
+                   reconciler_period=5.0)
+        assert s.max_deliveries == 5 and s.claim_timeout == 2.0
+        env = settings_env(s, E2E_CALLS_DIR=str(tmp_path))
+        _migrate(env)
+        metrics_port = free_port()
+        api = start_api(env, tmp_path)
+        worker = start_worker("worker", APP, env, tmp_path, metrics_port)
+        procs = [worker, api]
+        base = f"http://127.0.0.1:{s.port}"
+        try:
+            wait_http(f"http://127.0.0.1:{metrics_port}/metrics", worker)
+            wait_http(f"{base}/readyz", api)
+            ids = ["long-0", "long-1"]
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                await _post_all(client, [("/v1/executions", {"workflow": "counter",
+                                                             "execution_id": x}) for x in ids])
+                # accepted, and still in flight when PostgreSQL goes away
+                await _post_all(client, [(f"/v1/executions/{x}/events",
+                                          {"name": "tick", "payload": {"sleep": 0.5}})
+                                         for _ in range(3) for x in ids])
+            pg_server.kill9()
+            await asyncio.sleep(13)  # > (max_deliveries + 1) x claim_timeout
+            assert worker.alive(), worker.output()[-3000:]
+            pg_server.start()
+
+            pg = await asyncpg.connect(pg_server.url)
+            try:
+                deadline = time.monotonic() + 20
+                while True:
+                    dead = await pg.fetch("SELECT execution_id, seq, error FROM event_processing"
+                                          " WHERE status = 'dead'")
+                    assert not dead, f"dead after an outage: {[dict(r) for r in dead]}"
+                    lag = await pg.fetchval(
+                        "SELECT count(*) FROM executions WHERE processed_seq < last_seq")
+                    if lag == 0:
+                        break
+                    assert time.monotonic() < deadline, "not processed after the outage"
+                    await asyncio.sleep(0.1)
+                await _check_exactly_once_in_order(pg)
+            finally:
+                await pg.close()
+            assert _metric(_metrics(metrics_port), "flowrt_dead_letters_total") == 0
         finally:
             _stop_all(procs)
 
@@ -295,7 +361,8 @@ async def test_paused_worker_is_fenced(settings, pg, tmp_path):
         wait_http(f"{base}/readyz", api)
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             x = "paused"
-            await _post_all(client, [("/v1/executions", {"workflow": "counter", "execution_id": x})])
+            await _post_all(client, [("/v1/executions",
+                                      {"workflow": "counter", "execution_id": x})])
             await _post_all(client, [(f"/v1/executions/{x}/events", {"name": "tick"})] * 2)
             await _wait_processed(pg, 20)
             [slow] = await _post_all(client, [(f"/v1/executions/{x}/events",

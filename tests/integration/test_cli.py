@@ -9,6 +9,7 @@ stderr, and no traceback unless ``--debug`` asks for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -23,9 +24,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 
 import workers.demo as demo
+from flowrt.definition import load_definition
 from flowrt.settings import Settings
 from flowrt.store.migrate import migrations
 from tests.conftest import free_port, with_database
@@ -66,8 +69,8 @@ def offline_env(**extra: str) -> dict[str, str]:
     return settings_env(s, **extra)
 
 
-def one_error_line(r: subprocess.CompletedProcess[str], prog: str = "flowrt") -> str:
-    """Assert stderr is exactly one ``PROG: error:`` line without a traceback; return it."""
+def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
+    """Assert stderr is exactly one ``flowrt: error:`` line without a traceback; return it."""
     assert "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -221,12 +224,10 @@ def test_workflows_apply_registers_then_unchanged_and_lists(settings: Settings) 
 def test_workflows_apply_same_definition_as_json_is_unchanged(settings: Settings,
                                                               tmp_path: Path) -> None:
     """Identity is the definition, not the file format it came in."""
-    import yaml
-
     env = settings_env(settings)
     assert flowrt("workflows", "apply", str(DEMO_YAML), env=env).returncode == 0
     as_json = tmp_path / "order.json"
-    as_json.write_text(json.dumps(yaml.safe_load(DEMO_YAML.read_text().replace("on:", "'on':"))))
+    as_json.write_bytes(msgspec.json.encode(load_definition(DEMO_YAML).definition))
     r = flowrt("workflows", "apply", str(as_json), env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "order version 1: unchanged\n"
@@ -648,33 +649,56 @@ def test_api_port_taken_uses_the_cli_error(settings: Settings) -> None:
     assert "FLOWRT_PORT" in line
 
 
-@pytest.mark.xfail(strict=True, reason="bug: cli.cmd_dev imports flowrt.dev, which does not"
-                   " exist; `flowrt dev` (and `make run`) fail with ModuleNotFoundError")
-def test_dev_serves_the_api(settings: Settings, tmp_path: Path) -> None:
-    port = free_port()
-    env = settings_env(replace(settings, port=port))
-    out = (tmp_path / "dev.log").open("wb")
-    proc = subprocess.Popen([FLOWRT, "dev", "--port", str(port), "--workers", "1"], env=env,
-                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+def _children(pid: int) -> list[int]:
     try:
-        deadline = time.monotonic() + 30
-        healthy = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                healthy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success
-            except httpx.HTTPError:
-                pass
-            if healthy:
-                break
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_dev_with_given_services_runs_the_stack_and_stops_on_sigterm(settings: Settings,
+                                                                    tmp_path: Path) -> None:
+    """`flowrt dev` with FLOWRT_DATABASE_URL / FLOWRT_REDIS_URL set uses them (no private
+    servers): the API answers, the demo workflow is processed, SIGTERM stops it all, exit 0.
+    (tests/e2e/test_dev.py covers the private servers.)"""
+    port, metrics = free_port(), free_port()
+    env = settings_env(replace(settings, port=port, metrics_port=metrics))
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([FLOWRT, "dev", "--workers", "1",
+                                 "--data-dir", str(tmp_path / "data")],
+                                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while "flowrt is running" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
             time.sleep(0.2)
-        assert healthy, (proc.poll(), (tmp_path / "dev.log").read_text()[-2000:])
+        children = _children(proc.pid)
+        assert len(children) == 2, children  # the API and one worker
+        text = log.read_text(errors="replace")
+        assert "(private)" not in text
+        assert not (tmp_path / "data").exists()
+        api = f"http://127.0.0.1:{port}"
+        r = httpx.post(f"{api}/v1/executions", json={"workflow": "order", "input": {}},
+                       timeout=10)
+        assert r.status_code == 202, r.text
+        execution_id = r.json()["execution_id"]
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{api}/v1/executions/{execution_id}", timeout=5).json()["state"] is None:
+            assert time.monotonic() < deadline, "the dev worker did not process the start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text(errors="replace")[-3000:]
+        assert log.read_text(errors="replace").rstrip().endswith("flowrt dev: stopped")
+        for child in children:
+            assert not Path(f"/proc/{child}").exists() or \
+                "zombie" in Path(f"/proc/{child}/status").read_text().lower(), child
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the session this test started
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        out.close()
+        # Only what this test started: dev itself and the two children it reported.
+        for pid in [proc.pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                if pid != proc.pid or proc.poll() is None:
+                    os.kill(pid, signal.SIGKILL)
+        proc.wait(10)

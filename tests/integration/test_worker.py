@@ -459,7 +459,7 @@ async def _processed_seq(client: httpx.AsyncClient, eid: str, seq: int) -> bool:
 
 
 async def test_hint_delivered_too_often_is_dead_lettered_and_blocks_later_events(
-        settings, redis_client):
+        settings, redis_client, pg):
     app, rec = simple_app()
     k = keys(settings)
     async with api_client(settings) as client:
@@ -480,6 +480,10 @@ async def test_hint_delivered_too_often_is_dead_lettered_and_blocks_later_events
         [p] = await redis_client.xpending_range(k.stream, GROUP, "-", "+", 10)
         assert p["times_delivered"] == 3 and p["time_since_delivered"] >= 60_000
 
+        # Workers started on seq 2 twice and vanished each time (a poison event): only
+        # attempts recorded in PostgreSQL make the many deliveries count.
+        await pg.execute("UPDATE event_processing SET attempts = 2 WHERE execution_id = $1"
+                         " AND seq = 2", eid)
         # relay and reconciler kept out of the way: the hand-made hint is the only one
         s = replace(settings, max_deliveries=2, relay_grace=60.0, reconciler_grace=60.0)
         async with running_worker(s, app, name="w-dead") as w:
@@ -649,6 +653,37 @@ async def test_hints_for_processed_execution_are_acked_without_rerunning(
 # --- dead-lettering an event that is being processed ------------------------------------
 
 
+async def test_hint_redelivered_without_attempts_is_renewed_not_dead(settings, redis_client, pg):
+    """Many deliveries but no failed attempt (PostgreSQL was down): the event lives."""
+    app, rec = simple_app()
+    k = keys(settings)
+    async with api_client(settings) as client:
+        async with running_worker(settings, app, name="w-first"):
+            eid = await start(client, "simple")
+            await processed(client, eid, 1)
+        async with api_client(replace(settings, redis_url=closed_port_url())) as down:
+            assert await send(down, eid, "tick") == 2
+        hint_id = await redis_client.xadd(k.stream, {"t": settings.tenant, "x": eid, "s": "2"})
+        await redis_client.xreadgroup(GROUP, "ghost", {k.stream: ">"}, count=10)
+        for _ in range(4):
+            await redis_client.xclaim(k.stream, GROUP, "ghost", 0, [hint_id])
+        await redis_client.xclaim(k.stream, GROUP, "ghost", 0, [hint_id], idle=60_000)
+        s = replace(settings, max_deliveries=2, relay_grace=60.0, reconciler_grace=60.0)
+        async with running_worker(s, app, name="w-renew") as w:
+            x = await wait_until(lambda: _processed_to(client, eid, 2), what="seq 2 processed")
+            assert await redis_client.xlen(k.dead) == 0
+            assert metric(w, "flowrt_dead_letters_total") == 0
+            evs = await events(client, eid)
+    assert x["blocked_seq"] is None
+    assert [(e["seq"], e["status"]) for e in evs] == [(1, "completed"), (2, "completed")]
+    assert rec.count("tock") == 1
+
+
+async def _processed_to(client: httpx.AsyncClient, eid: str, seq: int) -> dict[str, Any] | None:
+    x = await execution(client, eid)
+    return x if x["processed_seq"] >= seq else None
+
+
 async def test_dead_lettering_an_event_in_flight_leaves_a_consistent_execution(
         settings, redis_client, pg):
     """A stale hint is dead-lettered while a worker is processing the event it points at.
@@ -670,7 +705,8 @@ async def test_dead_lettering_an_event_in_flight_leaves_a_consistent_execution(
     rec.action("step", gated)
     rec.action("tock")
     k = keys(settings)
-    s = replace(settings, max_deliveries=2)
+    # max 1: the in-flight attempt itself is enough to let the stale hint kill seq 2
+    s = replace(settings, max_deliveries=1)
     async with running_worker(s, app, name="w-race") as w, api_client(s) as client:
         eid = await start(client, "simple")
         await processed(client, eid, 1)

@@ -206,7 +206,8 @@ class PrivatePostgres(_Server):
 
     name = "postgres"
 
-    def __init__(self, bindir: Path, workdir: Path, port: int, user: pwd.struct_passwd | None) -> None:
+    def __init__(self, bindir: Path, workdir: Path, port: int,
+                 user: pwd.struct_passwd | None) -> None:
         super().__init__(workdir, port)
         self.bindir = bindir
         self.datadir = workdir / "data"

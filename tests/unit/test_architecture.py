@@ -163,24 +163,40 @@ def _os_env_uses(tree: ast.Module) -> Iterator[ast.AST]:
                 yield node
 
 
-def _cli_allowed(tree: ast.Module) -> set[int]:
-    """The two reads flowrt/cli.py may make, by node id.
+def _from_settings(tree: ast.Module) -> set[str]:
+    """Names a module imports from flowrt.settings."""
+    return {alias.asname or alias.name for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and ((node.level == 1 and node.module == "settings")
+                 or (not node.level and node.module == "flowrt.settings"))
+            for alias in node.names}
 
-    - ``load_settings(os.environ)``: the edge hands the environment to settings;
-    - ``"NO_COLOR" in os.environ``: the no-color.org convention for terminal output,
-      not a flowrt setting.
+
+def _allowed(rel: str, tree: ast.Module) -> set[int]:
+    """The reads outside settings.py that are allowed, by node id, each for a reason.
+
+    - flowrt/cli.py hands ``os.environ`` to flowrt.settings (``load_settings``,
+      ``env_given``): the edge passes the environment, settings reads it;
+    - flowrt/cli.py checks ``"NO_COLOR" in os.environ``: the no-color.org convention
+      for terminal output, not a flowrt setting;
+    - flowrt/dev.py's ``_env`` passes the environment (PATH, HOME, ...) on to the
+      processes it starts, with every FLOWRT_* variable replaced from ``Settings``.
     """
     allowed: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-            if called == "load_settings":
+    if rel == "flowrt/cli.py":
+        settings_api = _from_settings(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in settings_api):
                 allowed.update(id(arg) for arg in node.args)
-        elif (isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant)
-              and node.left.value == "NO_COLOR"
-              and all(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)):
-            allowed.update(id(c) for c in node.comparators)
+            elif (isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant)
+                  and node.left.value == "NO_COLOR"
+                  and all(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)):
+                allowed.update(id(c) for c in node.comparators)
+    elif rel == "flowrt/dev.py":
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name == "_env":
+                allowed.update(id(n) for n in ast.walk(node))
     return allowed
 
 
@@ -191,17 +207,23 @@ def test_only_settings_reads_the_environment() -> None:
         if rel == "flowrt/settings.py":
             continue
         tree = _parse(path)
-        allowed = _cli_allowed(tree) if rel == "flowrt/cli.py" else set()
+        allowed = _allowed(rel, tree)
         found += [_where(path, getattr(node, "lineno", 0))
                   for node in _os_env_uses(tree) if id(node) not in allowed]
-    assert not found, ("only flowrt/settings.py reads FLOWRT_* variables (cli.py passes"
-                       " os.environ to load_settings); also read here:\n" + "\n".join(found))
+    assert not found, ("only flowrt/settings.py reads FLOWRT_* variables (cli.py hands"
+                       " os.environ to it); also read here:\n" + "\n".join(found))
 
 
-def test_cli_hands_the_environment_to_settings() -> None:
-    # The exception above exists for this call; if it goes, the exception should too.
+def test_cli_hands_the_environment_to_load_settings() -> None:
+    # The cli.py exception above exists for this call; if it goes, so should the exception.
     tree = _parse(FLOWRT / "cli.py")
-    assert _cli_allowed(tree), "flowrt/cli.py no longer calls load_settings(os.environ)"
+    calls = [node for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+             and node.func.id == "load_settings"
+             and any(isinstance(a, ast.Attribute) and a.attr == "environ"
+                     and isinstance(a.value, ast.Name) and a.value.id == "os"
+                     for a in node.args)]
+    assert calls, "flowrt/cli.py no longer calls load_settings(os.environ)"
 
 
 # --- (d) the engine does not know about Redis ---------------------------------------
