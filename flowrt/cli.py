@@ -62,7 +62,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from .store import migrate
 
     s = _settings(args)
-    applied = asyncio.run(migrate(s.database_url, timeout=s.db_timeout,
+    directory = Path(args.sql_dir) if args.sql_dir else None
+    applied = asyncio.run(migrate(s.database_url, directory=directory, timeout=s.db_timeout,
                                   progress=lambda m: print(m, file=sys.stderr)))
     print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
     return 0
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="apply database migrations (idempotent)")
     _connection_flags(p, redis=False)
+    p.add_argument("--sql-dir", metavar="DIR",
+                   help="migrations directory (default: sql/ beside the package, else ./sql)")
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("api", help="serve the HTTP API")

@@ -16,13 +16,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-import httpx
-
-from .devservers import DevServerError, PrivatePostgres, PrivateRedis, port_is_free
+from .devservers import DevServerError, PrivatePostgres, PrivateRedis, free_port, port_is_free
 from .settings import SETTINGS, Settings
 from .store import migrate
 
@@ -85,8 +84,8 @@ def _wait_http(url: str, child: _Child, timeout: float = 60) -> None:
         if child.proc.poll() is not None:
             raise DevServerError(f"{child.name} exited with status {child.proc.returncode}"
                                  " at start (its output is above)")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as reply:
+            if reply.status == 200:
                 return
         time.sleep(0.2)
     raise DevServerError(f"{child.name} did not answer on {url} within {timeout:.0f}s")
@@ -96,7 +95,10 @@ def run_dev(settings: Settings, *, workers: int, app_target: str, reset: bool,
             database_given: bool, redis_given: bool, data_dir: Path = DEV_ROOT) -> int:
     """Run the stack until Ctrl-C (or SIGTERM); return the exit status."""
     tty = sys.stdout.isatty()
-    ports = [settings.port] + [settings.metrics_port + i for i in range(workers)]
+    # Worker i serves metrics on FLOWRT_METRICS_PORT + i (free ports when it is 0).
+    metrics = ([settings.metrics_port + i for i in range(workers)] if settings.metrics_port
+               else [free_port() for _ in range(workers)])
+    ports = [settings.port, *metrics]
     for port in ports:
         if not port_is_free(port, settings.host):
             raise DevServerError(
@@ -133,15 +135,15 @@ def run_dev(settings: Settings, *, workers: int, app_target: str, reset: bool,
         children.append(_Child("api", [str(bindir / "flowrt"), "api"], env,
                                _COLORS[0] if tty else None))
         for i in range(workers):
-            wenv = {**env, "FLOWRT_METRICS_PORT": str(settings.metrics_port + i)}
+            wenv = {**env, "FLOWRT_METRICS_PORT": str(metrics[i])}
             children.append(_Child(f"worker{i + 1}", [str(bindir / "flowrt-worker"), "--app",
                                                       app_target], wenv,
                                    _COLORS[(i + 1) % len(_COLORS)] if tty else None))
         api = f"http://{settings.host}:{settings.port}"
         _wait_http(f"{api}/readyz", children[0])
         for i, child in enumerate(children[1:]):
-            _wait_http(f"http://{settings.host}:{settings.metrics_port + i}/metrics", child)
-        _banner(settings, api, workers, pg, rd, data_dir)
+            _wait_http(f"http://{settings.host}:{metrics[i]}/metrics", child)
+        _banner(settings, api, metrics, pg, rd, data_dir)
         while not stopping.is_set():
             dead = next((c for c in children if c.proc.poll() is not None), None)
             if dead is not None:
@@ -163,9 +165,10 @@ def run_dev(settings: Settings, *, workers: int, app_target: str, reset: bool,
             _say("stopped")
 
 
-def _banner(s: Settings, api: str, workers: int, pg: PrivatePostgres | None,
+def _banner(s: Settings, api: str, metrics_ports: list[int], pg: PrivatePostgres | None,
             rd: PrivateRedis | None, data_dir: Path) -> None:
-    metrics = ", ".join(f"http://{s.host}:{s.metrics_port + i}/metrics" for i in range(workers))
+    workers = len(metrics_ports)
+    metrics = ", ".join(f"http://{s.host}:{port}/metrics" for port in metrics_ports)
     lines = [
         "",
         f"  flowrt is running: API {api}  ({workers} workers, demo workflow 'order')",

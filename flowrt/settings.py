@@ -55,7 +55,6 @@ class Settings:
     retry_initial_delay: float = 0.2
     retry_max_delay: float = 10.0
     # connections
-    db_pool_min: int = 1
     db_pool_max: int = 10
     db_timeout: float = 5.0
     redis_timeout: float = 5.0
@@ -99,7 +98,6 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "retry_attempts": ("FLOWRT_RETRY_ATTEMPTS", "default attempts per action"),
     "retry_initial_delay": ("FLOWRT_RETRY_INITIAL_DELAY", "default first retry delay"),
     "retry_max_delay": ("FLOWRT_RETRY_MAX_DELAY", "default largest retry delay"),
-    "db_pool_min": ("FLOWRT_DB_POOL_MIN", "smallest PostgreSQL pool"),
     "db_pool_max": ("FLOWRT_DB_POOL_MAX", "largest PostgreSQL pool"),
     "db_timeout": ("FLOWRT_DB_TIMEOUT", "PostgreSQL connect and acquire timeout"),
     "redis_timeout": ("FLOWRT_REDIS_TIMEOUT", "Redis socket timeout"),
@@ -152,8 +150,6 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError(f"FLOWRT_TENANT={s.tenant!r}: use letters, digits, _.-")
     if s.port > 65535 or s.metrics_port > 65535:
         raise SettingsError("FLOWRT_PORT / FLOWRT_METRICS_PORT: a port is at most 65535")
-    if s.db_pool_min > s.db_pool_max:
-        raise SettingsError("FLOWRT_DB_POOL_MIN: must not exceed FLOWRT_DB_POOL_MAX")
     if s.retry_initial_delay > s.retry_max_delay:
         raise SettingsError("FLOWRT_RETRY_INITIAL_DELAY: must not exceed FLOWRT_RETRY_MAX_DELAY")
     return s
@@ -161,7 +157,7 @@ def _validated(s: Settings) -> Settings:
 
 def env_given(environ: Mapping[str, str], name: str) -> bool:
     """Whether the variable behind setting ``name`` is set to a non-empty value."""
-    return bool(environ.get(_where(name)))
+    return bool(environ.get(_where(name), "").strip())
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:

@@ -70,7 +70,7 @@ class Worker:
         self.app = app
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.metrics = Metrics(registry or CollectorRegistry())
-        self._db = Database(settings.database_url, min_size=settings.db_pool_min,
+        self._db = Database(settings.database_url,
                             max_size=settings.db_pool_max, timeout=settings.db_timeout)
         self._bus = Bus(settings.redis_url, Keys(settings.redis_prefix),
                         timeout=settings.redis_timeout)

@@ -26,7 +26,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = Database(settings.database_url, min_size=settings.db_pool_min,
+        db = Database(settings.database_url,
                       max_size=settings.db_pool_max, timeout=settings.db_timeout)
         bus = Bus(settings.redis_url, Keys(settings.redis_prefix), timeout=settings.redis_timeout)
         await db.start()

@@ -7,9 +7,9 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis import exceptions as rexc
 from redis.typing import StreamIdT
 
 from ..events import Hint

@@ -47,10 +47,9 @@ def _encode_json(value: Any) -> str:
 class Database:
     """One pool, opened by ``start`` and closed by ``close``; no I/O in the constructor."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10,
+    def __init__(self, url: str, *, max_size: int = 10,
                  timeout: float = 5.0) -> None:
         self._url = url
-        self._min = min_size
         self._max = max_size
         self.timeout = timeout
         self._pool: asyncpg.Pool | None = None

@@ -8,11 +8,22 @@ from pathlib import Path
 
 import asyncpg
 
+from ..errors import FlowrtError
 from .db import unavailable
 
-__all__ = ["SQL_DIR", "migrate", "migrations"]
+__all__ = ["SQL_DIR", "find_sql_dir", "migrate", "migrations"]
 
+# sql/ sits beside the package in a checkout (and an editable install); an image or
+# a plain install runs from a directory that holds sql/ (the Containerfile's /app).
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+
+
+def find_sql_dir() -> Path:
+    for candidate in (SQL_DIR, Path.cwd() / "sql"):
+        if any(candidate.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+            return candidate
+    raise FlowrtError(f"no migrations found in {SQL_DIR} or ./sql; run from the directory"
+                      " holding sql/ or pass --sql-dir")
 _LOCK_KEY = 0x666C6F77  # "flow": one migrator at a time across processes
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -27,9 +38,13 @@ def migrations(directory: Path = SQL_DIR) -> list[tuple[int, str, Path]]:
 
 
 # ``timeout`` bounds the connect (asyncpg's own parameter), not the whole migration.
-async def migrate(url: str, *, directory: Path = SQL_DIR, timeout: float = 10.0,  # noqa: ASYNC109
+async def migrate(url: str, *, directory: Path | None = None,
+                  timeout: float = 10.0,  # noqa: ASYNC109
                   progress: Callable[[str], None] | None = None) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
+    directory = directory or find_sql_dir()
+    if not migrations(directory):
+        raise FlowrtError(f"no migrations found in {directory}")
     applied: list[str] = []
     async with unavailable():
         conn = await asyncpg.connect(url, timeout=timeout)

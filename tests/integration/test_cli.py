@@ -32,7 +32,7 @@ from flowrt.definition import load_definition
 from flowrt.settings import Settings
 from flowrt.store.migrate import migrations
 from tests.conftest import free_port, with_database
-from tests.support.api import api_client
+from tests.support.api import api_client, register_demo
 from tests.support.procs import BIN, ROOT, settings_env
 from tests.support.workerkit import execution, running_worker, wait_until
 
@@ -607,8 +607,7 @@ def test_replay_unreadable_log_is_one_line(tmp_path: Path, content: str | None) 
 
 async def test_replay_of_unprocessed_execution_shows_waiting(settings: Settings) -> None:
     """No worker: the started event is pending, replay stops there and says so."""
-    async with running_worker(settings, demo.app):  # registers the definition, then stops
-        pass
+    await register_demo(settings)
     async with api_client(settings) as client:
         r = await client.post("/v1/executions", json={"workflow": "order", "input": {}})
         assert r.status_code == 202, r.text
@@ -696,9 +695,16 @@ def test_dev_with_given_services_runs_the_stack_and_stops_on_sigterm(settings: S
             assert not Path(f"/proc/{child}").exists() or \
                 "zombie" in Path(f"/proc/{child}/status").read_text().lower(), child
     finally:
-        # Only what this test started: dev itself and the two children it reported.
-        for pid in [proc.pid, *children]:
-            with contextlib.suppress(ProcessLookupError):
-                if pid != proc.pid or proc.poll() is None:
-                    os.kill(pid, signal.SIGKILL)
-        proc.wait(10)
+        # Only what this test started: dev itself, then (if it did not stop them) the
+        # children it reported, by pid, while they are still flowrt processes.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+            for pid in children:
+                with contextlib.suppress(OSError):
+                    if b"flowrt" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        os.kill(pid, signal.SIGKILL)
