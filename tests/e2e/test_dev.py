@@ -123,6 +123,7 @@ def test_dev_runs_the_stack_and_keeps_data_between_runs(data_dir: Path):
 def test_dev_port_taken_is_one_clear_line(data_dir: Path):
     base = _ports(3)
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT leftovers
         s.bind(("127.0.0.1", base))
         s.listen()
         out = subprocess.run([FLOWRT, "dev", "--data-dir", str(data_dir), "--port", str(base)],
