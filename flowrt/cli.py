@@ -16,8 +16,8 @@ from importlib.metadata import version as _pkg_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import FlowrtError, NotFound
-from .settings import Settings, env_given, load_settings
+from .errors import FlowrtError, NotFound, SettingsError
+from .settings import SETTINGS, Settings, env_given, load_settings
 
 if TYPE_CHECKING:  # the commands import these lazily, to keep start-up light
     from .app import App
@@ -33,16 +33,22 @@ class _Exit(Exception):
         self.message = message
 
 
+_FLAGS = ("database_url", "redis_url", "host", "port", "metrics_port", "concurrency")
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     s = load_settings(os.environ)
-    return s.with_overrides(
-        database_url=getattr(args, "database_url", None),
-        redis_url=getattr(args, "redis_url", None),
-        host=getattr(args, "host", None),
-        port=getattr(args, "port", None),
-        metrics_port=getattr(args, "metrics_port", None),
-        concurrency=getattr(args, "concurrency", None),
-    )
+    flags = {name: getattr(args, name, None) for name in _FLAGS}
+    try:
+        return s.with_overrides(**flags)
+    except SettingsError as exc:
+        # A bad value that came from a flag is reported under the flag's name.
+        message = str(exc)
+        for name, value in flags.items():
+            var = SETTINGS[name][0]
+            if value is not None and message.startswith(var):
+                message = "--" + name.replace("_", "-") + message[len(var):]
+        raise SettingsError(message) from None
 
 
 def _configure_logs(s: Settings, prefix: str | None = None) -> None:
@@ -81,6 +87,12 @@ async def _api(s: Settings) -> int:
     import uvicorn
 
     from .api import create_app
+    from .devservers import port_is_free
+
+    if not port_is_free(s.port, s.host):
+        # checked here: uvicorn would sys.exit(3) with its own message instead
+        raise _Exit(1, f"{s.host}:{s.port} is taken; stop what listens there or set"
+                       " FLOWRT_PORT / --port")
 
     class Server(uvicorn.Server):
         # uvicorn re-raises SIGTERM after a clean shutdown (exit 143); we handle the
@@ -97,9 +109,6 @@ async def _api(s: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     await server.serve()
-    if not server.started:
-        raise _Exit(1, f"the API could not listen on {s.host}:{s.port} (is the port taken?"
-                       " set FLOWRT_PORT or --port)")
     return 0
 
 

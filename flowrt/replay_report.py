@@ -61,7 +61,9 @@ def render_table(execution_id: str, result: Replay, *, color: bool) -> str:
     marks: list[str] = []
     for step in result.steps:
         e, rec = step.event, step.recorded
-        before = (step.before.state if step.before else rec.from_state) or "-"
+        # The STATE column is what was recorded; where the replay decides otherwise the
+        # row is marked DIVERGED and the mismatch line below says what it would do.
+        before = rec.from_state or "-"
         after = rec.to_state or before
         state = f"{before} -> {after}" if step.decision is not None else "-"
         guards = ", ".join(f"{g.expression}={'true' if g.passed else 'false'}"

@@ -33,7 +33,7 @@ from .errors import LeaseLost, Unavailable
 from .events import Hint
 from .metrics import Metrics
 from .settings import Settings
-from .store import Database, ProcessingStore
+from .store import Database, Outbox, ProcessingStore
 from .store.definitions import DefinitionStore
 
 __all__ = ["Worker"]
@@ -75,6 +75,7 @@ class Worker:
         self._bus = Bus(settings.redis_url, Keys(settings.redis_prefix),
                         timeout=settings.redis_timeout)
         self._store = ProcessingStore(self._db)
+        self._outbox = Outbox(self._db)
         self._definitions = DefinitionStore(self._db)
         self._engine = Engine(
             app, self._definitions, self._store, self.metrics, worker=self.name,
@@ -324,10 +325,10 @@ class Worker:
                    execution_id=d.hint.execution_id, dead_seq=seq, deliveries=d.deliveries)
 
     async def _relay(self) -> None:
-        hints = await self._store.unpublished(self.settings.relay_grace, 500)
+        hints = await self._outbox.unpublished(self.settings.relay_grace, 500)
         if hints:
             await self._bus.publish(hints)
-            await self._store.mark_published(hints)
+            await self._outbox.mark_published(hints)
             self.metrics.hints_republished.labels(source="relay").inc(len(hints))
             _log.info("relayed unpublished events", count=len(hints))
 

@@ -13,7 +13,7 @@ from ..bus import Bus, Keys
 from ..errors import FlowrtError
 from ..metrics import Metrics
 from ..settings import Settings
-from ..store import Database, ExecutionStore
+from ..store import Database, ExecutionStore, Outbox, PublishedMarks
 from .problems import Problem, handle_flowrt_error, handle_http, handle_problem
 from .routes import ROUTES
 from .state import ApiState
@@ -29,14 +29,17 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         db = Database(settings.database_url,
                       max_size=settings.db_pool_max, timeout=settings.db_timeout)
         bus = Bus(settings.redis_url, Keys(settings.redis_prefix), timeout=settings.redis_timeout)
+        published = PublishedMarks(Outbox(db))
         await db.start()
         await bus.start()
+        await published.start()
         app.state.flowrt = ApiState(settings=settings, db=db, bus=bus,
-                                    executions=ExecutionStore(db),
+                                    executions=ExecutionStore(db), published=published,
                                     metrics=Metrics(registry or CollectorRegistry()))
         try:
             yield
         finally:
+            await published.close()
             await bus.close()
             await db.close()
 

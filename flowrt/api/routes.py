@@ -48,11 +48,11 @@ async def _accepted(request: Request, state: ApiState, appended: Appended) -> Re
         state.metrics.events_appended.labels(workflow=appended.workflow).inc()
         # The event is durable now. If the hint cannot be sent, the event stays
         # unpublished and the workers' relay sends it: still accepted, never lost.
+        hint = Hint(tenant=state.settings.tenant, execution_id=appended.execution_id,
+                    seq=appended.seq)
         try:
-            await state.bus.publish([Hint(tenant=state.settings.tenant,
-                                          execution_id=appended.execution_id, seq=appended.seq)])
-            await state.executions.mark_published(state.settings.tenant, appended.execution_id,
-                                                  appended.seq)
+            await state.bus.publish([hint])
+            state.published.add(hint)
         except Unavailable as exc:
             state.metrics.publish_failures.inc()
             _log.warning("hint not published; the relay will send it",

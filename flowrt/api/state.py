@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..bus import Bus
 from ..metrics import Metrics
 from ..settings import Settings
-from ..store import Database, ExecutionStore
+from ..store import Database, ExecutionStore, PublishedMarks
 
 __all__ = ["ApiState"]
 
@@ -18,4 +18,5 @@ class ApiState:
     db: Database
     bus: Bus
     executions: ExecutionStore
+    published: PublishedMarks
     metrics: Metrics

@@ -3,6 +3,7 @@
 from .db import Database
 from .executions import ExecutionStore
 from .migrate import migrate
+from .outbox import Outbox, PublishedMarks
 from .processing import ProcessingStore
 
-__all__ = ["Database", "ExecutionStore", "ProcessingStore", "migrate"]
+__all__ = ["Database", "ExecutionStore", "Outbox", "ProcessingStore", "PublishedMarks", "migrate"]

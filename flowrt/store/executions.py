@@ -17,7 +17,7 @@ from ..errors import (
     InvalidInput,
     NotFound,
 )
-from ..events import FINISHED, STARTED, ActionRecord
+from ..events import STARTED, ActionRecord
 from .db import Database
 
 __all__ = ["Appended", "EventView", "ExecutionPage", "ExecutionStore", "ExecutionView"]
@@ -151,37 +151,28 @@ class ExecutionStore:
 
     async def append(self, tenant: str, execution_id: str, *, name: str, payload: dict[str, Any],
                      idempotency_key: str | None, request_hash: str) -> Appended:
-        """Append an event at the log's head; an idempotency key returns the first append."""
-        event_id = str(uuid.uuid4())
-        async with self._db.transaction() as conn:
-            # The row lock serialises appends to one execution, so seq has no gaps.
-            head = await conn.fetchrow(
-                "SELECT status, last_seq, workflow FROM executions"
-                " WHERE tenant_id = $1 AND execution_id = $2 FOR UPDATE", tenant, execution_id)
-            if head is None:
-                raise NotFound(f"execution {execution_id!r} does not exist")
-            if idempotency_key is not None:
-                prior = await conn.fetchrow(
-                    "SELECT event_id::text AS event_id, seq, request_hash FROM events"
-                    " WHERE tenant_id = $1 AND execution_id = $2 AND idempotency_key = $3",
-                    tenant, execution_id, idempotency_key)
-                if prior is not None:
-                    if prior["request_hash"] != request_hash:
-                        raise IdempotencyMismatch(
-                            f"Idempotency-Key {idempotency_key!r} was used with a different body")
-                    return Appended(execution_id=execution_id, event_id=prior["event_id"],
-                                    seq=prior["seq"], workflow=head["workflow"], created=False)
-            if head["status"] in FINISHED:
-                raise ExecutionFinished(
-                    f"execution {execution_id!r} is {head['status']} and accepts no more events")
-            seq = head["last_seq"] + 1
-            await self._insert_event(conn, tenant, execution_id, seq, event_id, name, payload,
-                                     idempotency_key, request_hash)
-            await conn.execute(
-                "UPDATE executions SET last_seq = $3 WHERE tenant_id = $1 AND execution_id = $2",
-                tenant, execution_id, seq)
-        return Appended(execution_id=execution_id, event_id=event_id, seq=seq,
-                        workflow=head["workflow"])
+        """Append an event at the log's head; an idempotency key returns the first append.
+
+        One round trip: ``flowrt_append_event`` (sql/0002) locks the execution row, so
+        appends to one execution serialise and seq has no gaps.
+        """
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT outcome, event_id::text AS event_id, seq, workflow, status"
+                " FROM flowrt_append_event($1, $2, $3, $4, $5, $6, $7)",
+                tenant, execution_id, str(uuid.uuid4()), name, payload, idempotency_key,
+                request_hash)
+        outcome = row["outcome"]
+        if outcome == "not_found":
+            raise NotFound(f"execution {execution_id!r} does not exist")
+        if outcome == "key_mismatch":
+            raise IdempotencyMismatch(
+                f"Idempotency-Key {idempotency_key!r} was used with a different body")
+        if outcome == "finished":
+            raise ExecutionFinished(
+                f"execution {execution_id!r} is {row['status']} and accepts no more events")
+        return Appended(execution_id=execution_id, event_id=row["event_id"], seq=row["seq"],
+                        workflow=row["workflow"], created=outcome == "appended")
 
     @staticmethod
     async def _insert_event(conn: asyncpg.Connection, tenant: str, execution_id: str, seq: int,
@@ -194,13 +185,6 @@ class ExecutionStore:
         await conn.execute(
             "INSERT INTO event_processing (tenant_id, execution_id, seq) VALUES ($1, $2, $3)",
             tenant, execution_id, seq)
-
-    async def mark_published(self, tenant: str, execution_id: str, seq: int) -> None:
-        async with self._db.connection() as conn:
-            await conn.execute(
-                "UPDATE event_processing SET published = true"
-                " WHERE tenant_id = $1 AND execution_id = $2 AND seq = $3 AND NOT published",
-                tenant, execution_id, seq)
 
     async def get(self, tenant: str, execution_id: str) -> ExecutionView:
         async with self._db.connection() as conn:

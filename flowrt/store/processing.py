@@ -107,25 +107,26 @@ class ProcessingStore:
     async def commit(self, lease: Lease, seq: int, outcome: Outcome, snapshot: Snapshot,
                      worker: str) -> datetime:
         """Apply one event's outcome and the new projection, fenced; returns processed_at."""
-        async with self._db.transaction() as conn:
+        # One statement (its own transaction): the projection update is the fence, and
+        # the processing record is only written when the fence let it through.
+        async with self._db.connection() as conn:
             processed_at = await conn.fetchval(
-                "UPDATE executions SET status = $5, state = $6, data = $7, processed_seq = $3,"
-                " updated_at = now() WHERE tenant_id = $1 AND execution_id = $2"
-                " AND processed_seq = $3 - 1 AND lease_epoch = $4 AND blocked_seq IS NULL"
-                " RETURNING updated_at",
+                "WITH x AS (UPDATE executions SET status = $5, state = $6, data = $7,"
+                " processed_seq = $3, updated_at = now() WHERE tenant_id = $1"
+                " AND execution_id = $2 AND processed_seq = $3 - 1 AND lease_epoch = $4"
+                " AND blocked_seq IS NULL RETURNING updated_at)"
+                " UPDATE event_processing p SET status = $8, from_state = $9, to_state = $10,"
+                " actions = $11, error = $12, worker = $13, processed_at = x.updated_at,"
+                " started_at = coalesce(p.started_at, x.updated_at),"
+                " attempts = CASE WHEN p.status = 'processing' THEN p.attempts"
+                " ELSE p.attempts + 1 END"
+                " FROM x WHERE p.tenant_id = $1 AND p.execution_id = $2 AND p.seq = $3"
+                " RETURNING x.updated_at",
                 lease.tenant, lease.execution_id, seq, lease.epoch, snapshot.status,
-                snapshot.state, snapshot.data)
-            if processed_at is None:
-                raise LeaseLost(f"execution {lease.execution_id}: commit of seq {seq} was fenced")
-            await conn.execute(
-                "UPDATE event_processing SET status = $4, from_state = $5, to_state = $6,"
-                " actions = $7, error = $8, worker = $9, processed_at = $10,"
-                " started_at = coalesce(started_at, $10),"
-                " attempts = CASE WHEN status = 'processing' THEN attempts ELSE attempts + 1 END"
-                " WHERE tenant_id = $1 AND execution_id = $2 AND seq = $3",
-                lease.tenant, lease.execution_id, seq, outcome.status, outcome.from_state,
-                outcome.to_state, msgspec.to_builtins(outcome.actions), outcome.error, worker,
-                processed_at)
+                snapshot.state, snapshot.data, outcome.status, outcome.from_state,
+                outcome.to_state, msgspec.to_builtins(outcome.actions), outcome.error, worker)
+        if processed_at is None:
+            raise LeaseLost(f"execution {lease.execution_id}: commit of seq {seq} was fenced")
         return processed_at  # type: ignore[no-any-return]
 
     async def mark_dead(self, tenant: str, execution_id: str, reason: str,
@@ -151,26 +152,6 @@ class ProcessingStore:
                     " WHERE tenant_id = $1 AND execution_id = $2 AND seq = $3",
                     tenant, execution_id, seq, reason)
         return seq  # type: ignore[no-any-return]
-
-    async def unpublished(self, grace: float, limit: int) -> list[Hint]:
-        """Events whose hint never reached Redis (the log is the outbox)."""
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                "SELECT tenant_id, execution_id, seq FROM event_processing"
-                " WHERE NOT published AND created_at < now() - make_interval(secs => $1)"
-                " ORDER BY created_at LIMIT $2", grace, limit)
-        return [Hint(tenant=r["tenant_id"], execution_id=r["execution_id"], seq=r["seq"])
-                for r in rows]
-
-    async def mark_published(self, hints: list[Hint]) -> None:
-        if not hints:
-            return
-        async with self._db.connection() as conn:
-            await conn.execute(
-                "UPDATE event_processing p SET published = true"
-                " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS h(t, x, s)"
-                " WHERE p.tenant_id = h.t AND p.execution_id = h.x AND p.seq = h.s",
-                [h.tenant for h in hints], [h.execution_id for h in hints], [h.seq for h in hints])
 
     async def lagging(self, grace: float, limit: int) -> list[Hint]:
         """Executions whose next unprocessed event has waited longer than ``grace``."""

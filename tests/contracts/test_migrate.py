@@ -58,9 +58,13 @@ async def _versions(url: str) -> list[tuple[int, str]]:
         await conn.close()
 
 
+ALL = ["0001_init.sql", "0002_append_function.sql"]
+VERSIONS = [(1, "init"), (2, "append_function")]
+
+
 def test_migrations_are_found_in_order() -> None:
     found = migrations()
-    assert [(v, n) for v, n, _ in found][:1] == [(1, "init")]
+    assert [(v, n) for v, n, _ in found] == VERSIONS
     assert [v for v, _, _ in found] == sorted({v for v, _, _ in found})
 
 
@@ -70,22 +74,22 @@ async def test_migrate_applies_once_then_nothing(empty_db: str) -> None:
 
     first = await migrate(empty_db, progress=progress.append)
 
-    assert first == ["0001_init.sql"]
-    assert progress == ["applying 0001_init.sql"]
+    assert first == ALL
+    assert progress == [f"applying {name}" for name in ALL]
     assert await _tables(empty_db) == EXPECTED_TABLES
-    assert await _versions(empty_db) == [(1, "init")]
+    assert await _versions(empty_db) == VERSIONS
 
     again: list[str] = []
     assert await migrate(empty_db, progress=again.append) == []
     assert again == []
-    assert await _versions(empty_db) == [(1, "init")]
+    assert await _versions(empty_db) == VERSIONS
 
 
 async def test_concurrent_migrations_apply_each_version_once(empty_db: str) -> None:
     results = await asyncio.gather(migrate(empty_db), migrate(empty_db), migrate(empty_db))
 
-    assert sorted(results, key=len) == [[], [], ["0001_init.sql"]]
-    assert await _versions(empty_db) == [(1, "init")]
+    assert sorted(results, key=len) == [[], [], ALL]
+    assert await _versions(empty_db) == VERSIONS
     assert await _tables(empty_db) == EXPECTED_TABLES
 
 

@@ -15,7 +15,7 @@ from flowrt.errors import LeaseLost
 from flowrt.events import ActionRecord, Hint, Outcome
 from flowrt.machine import Snapshot
 from flowrt.settings import Settings
-from flowrt.store import ExecutionStore, ProcessingStore
+from flowrt.store import Database, ExecutionStore, Outbox, ProcessingStore, PublishedMarks
 
 EXEC_COLS = "status, state, data, last_seq, processed_seq, blocked_seq, lease_epoch, updated_at"
 EP_COLS = ("status, published, attempts, worker, from_state, to_state, actions, error,"
@@ -311,8 +311,9 @@ async def test_mark_dead_on_fully_processed_or_unknown_does_nothing(
 
 
 async def test_unpublished_lists_old_unpublished_events(
-        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        settings: Settings, executions: ExecutionStore, demo_db: Database,
         pg: asyncpg.Connection) -> None:
+    outbox = Outbox(demo_db)
     t = settings.tenant
     await _start(executions, t, "old", extra=1)
     await _start(executions, t, "older")
@@ -322,28 +323,46 @@ async def test_unpublished_lists_old_unpublished_events(
     await pg.execute("UPDATE event_processing SET created_at = now() - interval '20 minutes'"
                      " WHERE execution_id = 'older'")
 
-    assert await processing.unpublished(3600.0, 100) == []
+    assert await outbox.unpublished(3600.0, 100) == []
     expected = [Hint(tenant=t, execution_id="older", seq=1),
                 Hint(tenant=t, execution_id="old", seq=1),
                 Hint(tenant=t, execution_id="old", seq=2)]
-    got = await processing.unpublished(60.0, 100)
+    got = await outbox.unpublished(60.0, 100)
     assert got[0] == expected[0]
     assert sorted(got, key=lambda h: (h.execution_id, h.seq)) == sorted(
         expected, key=lambda h: (h.execution_id, h.seq))
-    assert await processing.unpublished(60.0, 1) == [expected[0]]
+    assert await outbox.unpublished(60.0, 1) == [expected[0]]
 
-    await processing.mark_published([expected[0], expected[2]])
-    assert await processing.unpublished(60.0, 100) == [expected[1]]
+    await outbox.mark_published([expected[0], expected[2]])
+    assert await outbox.unpublished(60.0, 100) == [expected[1]]
     published = await pg.fetch("SELECT execution_id, seq FROM event_processing"
                                " WHERE published ORDER BY execution_id, seq")
     assert [tuple(r) for r in published] == [("old", 2), ("older", 1)]
-    await processing.mark_published([])  # no-op
+    await outbox.mark_published([])  # no-op
 
-    await executions.mark_published(t, "old", 1)
-    assert await processing.unpublished(60.0, 100) == []
+    await outbox.mark_published([Hint(tenant=t, execution_id="old", seq=1)])
+    assert await outbox.unpublished(60.0, 100) == []
     # fresh ones show up once older than the grace
     await asyncio.sleep(0.05)
-    assert await processing.unpublished(0.01, 100) == [Hint(tenant=t, execution_id="fresh", seq=1)]
+    assert await outbox.unpublished(0.01, 100) == [Hint(tenant=t, execution_id="fresh", seq=1)]
+
+
+async def test_published_marks_are_written_in_batches_and_flushed_on_close(
+        settings: Settings, executions: ExecutionStore, demo_db: Database,
+        pg: asyncpg.Connection) -> None:
+    t = settings.tenant
+    for name in ("a", "b", "c"):
+        await _start(executions, t, name)
+    marks = PublishedMarks(Outbox(demo_db), interval=3600)  # only close() flushes here
+    await marks.start()
+    marks.add(Hint(tenant=t, execution_id="a", seq=1))
+    marks.add(Hint(tenant=t, execution_id="c", seq=1))
+    await asyncio.sleep(0.05)
+    assert await pg.fetchval("SELECT count(*) FROM event_processing WHERE published") == 0
+    await marks.close()
+    rows = await pg.fetch("SELECT execution_id FROM event_processing WHERE published"
+                          " ORDER BY execution_id")
+    assert [r[0] for r in rows] == ["a", "c"]
 
 
 async def test_lagging_lists_executions_waiting_too_long(

@@ -1,0 +1,96 @@
+"""The log as the transactional outbox: which events' hints have reached Redis.
+
+Every event is written with ``published = false``. The API clears the flag after
+publishing its hint, in batches (``PublishedMarks``); the workers' relay republishes
+what is still unpublished after a grace period. A mark that is lost (a crash, an
+outage) only costs a duplicate hint, which workers ack without doing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from ..errors import Unavailable
+from ..events import Hint
+from .db import Database
+
+__all__ = ["Outbox", "PublishedMarks"]
+
+_log = structlog.get_logger("flowrt.outbox")
+
+
+class Outbox:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def unpublished(self, grace: float, limit: int) -> list[Hint]:
+        """Events whose hint has not reached Redis for ``grace`` seconds, oldest first."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT tenant_id, execution_id, seq FROM event_processing"
+                " WHERE NOT published AND created_at < now() - make_interval(secs => $1)"
+                " ORDER BY created_at LIMIT $2", grace, limit)
+        return [Hint(tenant=r["tenant_id"], execution_id=r["execution_id"], seq=r["seq"])
+                for r in rows]
+
+    async def mark_published(self, hints: list[Hint]) -> None:
+        if not hints:
+            return
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "UPDATE event_processing p SET published = true"
+                " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS h(t, x, s)"
+                " WHERE p.tenant_id = h.t AND p.execution_id = h.x AND p.seq = h.s"
+                " AND NOT p.published",
+                [h.tenant for h in hints], [h.execution_id for h in hints],
+                [h.seq for h in hints])
+
+
+class PublishedMarks:
+    """Collects "this hint was published" and writes them in one statement per tick.
+
+    Keeps an extra commit off every request. ``start`` and ``close`` bound the
+    background task; ``close`` flushes what is left.
+    """
+
+    def __init__(self, outbox: Outbox, interval: float = 0.05, batch: int = 500) -> None:
+        self._outbox = outbox
+        self._interval = interval
+        self._batch = batch
+        self._pending: list[Hint] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, hint: Hint) -> None:
+        self._pending.append(hint)
+        if len(self._pending) >= self._batch:
+            self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="published-marks")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._flush()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        hints, self._pending = self._pending, []
+        try:
+            await self._outbox.mark_published(hints)
+        except Unavailable as exc:
+            # The relay will republish these: a duplicate hint, never a lost one.
+            _log.warning("could not mark hints published", count=len(hints), error=str(exc))
