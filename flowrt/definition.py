@@ -217,22 +217,66 @@ def parse_definition(raw: Any, source: str | None = None) -> Workflow:
     else:
         if not isinstance(raw, dict):
             raise DefinitionError([("$", "a definition must be a mapping")], source)
-        try:
-            definition = msgspec.convert(raw, Definition)
-        except msgspec.ValidationError as exc:
-            raise DefinitionError([_locate(str(exc))], source) from None
+        converted, type_problems = _convert(raw)
+        if converted is None:
+            raise DefinitionError(type_problems, source)
+        definition = converted
     problems, guards = _validate(definition)
     if problems:
         raise DefinitionError(problems, source)
     return Workflow(definition, guards)
 
 
-def _locate(message: str) -> tuple[str, str]:
-    # msgspec says "Expected `int`, got `str` - at `$.version`"; split the location out.
+def _convert(raw: dict[str, Any]) -> tuple[Definition | None, list[tuple[str, str]]]:
+    """Decode into typed structs, one state at a time, so every type error is reported
+    (msgspec stops at the first) and each names its state."""
+    problems: list[tuple[str, str]] = []
+    states_raw = raw.get("states", {})
+    states: dict[str, State] = {}
+    if isinstance(states_raw, dict):
+        for name, body in states_raw.items():
+            try:
+                states[str(name)] = msgspec.convert(body, State)
+            except msgspec.ValidationError as exc:
+                problems.extend(_state_problems(str(name), body, str(exc)))
+    try:
+        top = msgspec.convert({**raw, "states": {}} if isinstance(states_raw, dict) else raw,
+                              Definition)
+    except msgspec.ValidationError as exc:
+        problems.append(_locate(str(exc)))
+        return None, problems
+    if problems:
+        return None, problems
+    return msgspec.structs.replace(top, states=states), []
+
+
+def _state_problems(name: str, body: Any, message: str) -> list[tuple[str, str]]:
+    """Pinpoint a state's type errors: msgspec hides mapping keys ("on[...]")."""
+    found: list[tuple[str, str]] = []
+    on = body.get("on") if isinstance(body, dict) else None
+    if isinstance(on, dict):
+        for event, spec in on.items():
+            try:
+                msgspec.convert(spec, Transition | list[Transition])
+            except msgspec.ValidationError as exc:
+                found.append(_locate(str(exc), f"states.{name}.on.{event}"))
+        rest = {k: v for k, v in body.items() if k != "on"}
+        try:
+            msgspec.convert(rest, State)
+        except msgspec.ValidationError as exc:
+            found.append(_locate(str(exc), f"states.{name}"))
+    return found or [_locate(message, f"states.{name}")]
+
+
+def _locate(message: str, prefix: str = "") -> tuple[str, str]:
+    # msgspec says "Expected `int`, got `str` - at `$.version`"; split the location out
+    # and write it like the other problems ("version", "states.pending.final").
     text, sep, where = message.rpartition(" - at ")
-    if sep:
-        return where.strip("`"), text
-    return "$", message
+    if not sep:
+        return prefix or "$", message
+    path = where.strip("`").removeprefix("$").lstrip(".")
+    joined = ".".join(p for p in (prefix, path) if p) if not path.startswith("[") else prefix + path
+    return joined or "$", text
 
 
 def _validate(d: Definition) -> tuple[list[tuple[str, str]], dict[str, Guard]]:

@@ -298,7 +298,10 @@ class Worker:
         claimed, deleted = await self._bus.reclaim(self.name,
                                                    int(self.settings.claim_timeout * 1000))
         if deleted:
-            _log.info("pending hints were deleted; the reconciler covers them", count=len(deleted))
+            # Their entries are gone, so nothing says which executions they were for:
+            # the reconciler's scan of the log finds them.
+            _log.info("pending hints were deleted; reconciling now", count=len(deleted))
+            await self._reconcile()
         for d in claimed:
             self.metrics.messages_reclaimed.inc()
             if d.hint is not None and d.deliveries > self.settings.max_deliveries:

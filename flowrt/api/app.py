@@ -14,7 +14,13 @@ from ..errors import FlowrtError
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import Database, ExecutionStore, Outbox, PublishedMarks
-from .problems import Problem, handle_flowrt_error, handle_http, handle_problem
+from .problems import (
+    Problem,
+    handle_flowrt_error,
+    handle_http,
+    handle_problem,
+    handle_unexpected,
+)
 from .routes import ROUTES
 from .state import ApiState
 
@@ -50,5 +56,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             Problem: handle_problem,
             FlowrtError: handle_flowrt_error,
             HTTPException: handle_http,
+            Exception: handle_unexpected,
         },
     )

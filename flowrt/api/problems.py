@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +23,8 @@ from ..errors import (
 )
 
 __all__ = ["Problem", "problem", "problem_from_error"]
+
+_log = structlog.get_logger("flowrt.api")
 
 _BASE = "https://flowrt.dev/problems/"
 _encoder = msgspec.json.Encoder()
@@ -87,6 +90,13 @@ async def handle_problem(request: Request, exc: Exception) -> Response:
 async def handle_flowrt_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlowrtError)
     return problem(problem_from_error(exc), _instance(request))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """A bug, not a client or dependency problem: log it, answer 500 problem+json."""
+    _log.exception("unexpected error", path=request.url.path)
+    return problem(Problem(500, "internal", "Internal Server Error",
+                           "an unexpected error occurred; it has been logged"), _instance(request))
 
 
 async def handle_http(request: Request, exc: Exception) -> Response:

@@ -23,6 +23,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.ConnectionFailureError,
+    asyncpg.QueryCanceledError,  # the command timeout: the server is too slow to answer
 )
 
 

@@ -270,7 +270,7 @@ BAD_DEFINITIONS = [
     ("dup.yaml", "name: x\nversion: 1\nname: y\n",
      ["line 3, column 1: duplicate name 'name'"]),
     ("typed.yaml", "name: x\nversion: one\ninitial: a\nstates: {a: {final: true}}\n",
-     ["$.version: Expected `int`, got `str`"]),
+     ["version: Expected `int`, got `str`"]),
     ("syntax.yaml", "name: x\nversion: [1\n", ["syntax: "]),
     ("def.txt", "name: x\n", ["file: unsupported extension '.txt'"]),
 ]

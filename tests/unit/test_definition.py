@@ -212,7 +212,7 @@ def test_yaml_final_yes_is_not_a_boolean(tmp_path: Path) -> None:
     problems = _load_problems(_write(tmp_path, "w.yaml", text))
     assert len(problems) == 1
     loc, msg = problems[0]
-    assert loc.startswith("$.states") and loc.endswith(".final")
+    assert loc == "states.a.final"
     assert "Expected `bool`, got `str`" in msg
 
 
@@ -414,21 +414,34 @@ def test_duplicate_entry_and_exit_actions() -> None:
 
 def test_wrong_type_is_reported_with_its_location() -> None:
     raw = dict(DEMO_DICT, version="x")
-    assert _problems(raw) == [("$.version", "Expected `int`, got `str`")]
+    assert _problems(raw) == [("version", "Expected `int`, got `str`")]
 
 
 def test_wrong_type_in_a_file_is_reported_with_its_location(tmp_path: Path) -> None:
     text = DEMO.read_text(encoding="utf-8").replace("version: 1", 'version: "x"')
     assert _load_problems(_write(tmp_path, "w.yaml", text)) == [
-        ("$.version", "Expected `int`, got `str`")]
+        ("version", "Expected `int`, got `str`")]
 
 
 def test_unknown_field_is_rejected() -> None:
     raw = _minimal(a={"final": True, "colour": "red"})
     problems = _problems(raw)
     assert len(problems) == 1
-    assert problems[0][0].startswith("$.states")
+    assert problems[0][0] == "states.a"
     assert "unknown field `colour`" in problems[0][1]
+
+
+def test_type_errors_in_several_states_are_all_reported() -> None:
+    raw = dict(DEMO_DICT, version="x", states={
+        **DEMO_DICT["states"],
+        "pending": {"on": {"approve": {"target": 7}}},
+        "shipped": {"final": "yes"},
+    })
+    assert sorted(_problems(raw)) == [
+        ("states.pending.on.approve.target", "Expected `str | null`, got `int`"),
+        ("states.shipped.final", "Expected `bool`, got `str`"),
+        ("version", "Expected `int`, got `str`"),
+    ]
 
 
 @pytest.mark.parametrize("raw", [[1, 2], "order", None, 3])
