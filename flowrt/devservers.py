@@ -141,6 +141,7 @@ class PrivatePostgres:
     database: str = "flowrt"
 
     def __post_init__(self) -> None:
+        self.root = self.root.absolute()  # postgres runs in its data directory
         self._proc: subprocess.Popen[bytes] | None = None
         self.bindir, self.source = find_postgres_bin()
 
@@ -254,6 +255,7 @@ class PrivateRedis:
     port: int = 0
 
     def __post_init__(self) -> None:
+        self.root = self.root.absolute()
         self._proc: subprocess.Popen[bytes] | None = None
         self.binary, self.source = find_redis_server()
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,14 +33,16 @@ def _ports(n: int) -> int:
 
 def _env(metrics_base: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWRT_")}
+    env["PYTHONPATH"] = str(ROOT)  # the demo app, while the test runs from its tmp dir
     env["FLOWRT_METRICS_PORT"] = str(metrics_base)
     env["FLOWRT_SHUTDOWN_GRACE"] = "5"
     return env
 
 
 def _start(data: Path, port: int, metrics: int, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([FLOWRT, "dev", "--data-dir", str(data), "--port", str(port), *extra],
-                            cwd=ROOT, env=_env(metrics), stdout=subprocess.PIPE,
+    # run from the data dir's parent with a relative --data-dir, as `make run` does
+    return subprocess.Popen([FLOWRT, "dev", "--data-dir", data.name, "--port", str(port), *extra],
+                            cwd=data.parent, env=_env(metrics), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -75,11 +78,15 @@ def _wait_state(api: str, want: str) -> dict:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path):
-    data = tmp_path / "dev"
+def data_dir():
+    # A directory that an unprivileged user can reach (pytest's tmp_path is private to
+    # its owner), so the cluster lives inside it, as in a checkout under /home or /work.
+    base = Path(tempfile.mkdtemp(prefix="flowrt-devtest-"))
+    base.chmod(0o755)
+    data = base / "dev"
     yield data
-    # the cluster may live under /var/tmp when the test dir is not reachable by `nobody`
     shutil.rmtree(PrivatePostgres(data).data_dir.parent, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_dev_runs_the_stack_and_keeps_data_between_runs(data_dir: Path):
@@ -88,6 +95,7 @@ def test_dev_runs_the_stack_and_keeps_data_between_runs(data_dir: Path):
     proc = _start(data_dir, base, base + 1)
     try:
         banner = "".join(_wait_banner(proc))
+        assert (data_dir / "postgres" / "PG_VERSION").exists()  # inside the data dir
         assert f"API {api}" in banner and f"127.0.0.1:{base + 2}/metrics" in banner
         assert "(private)" in banner and "curl" in banner
         r = httpx.post(f"{api}/v1/executions", json={"workflow": "order", "input": {"sku": "A"},
