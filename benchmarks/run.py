@@ -26,7 +26,7 @@ import httpx
 
 from flowrt.events import STARTED, ActionRecord, Event, RecordedEvent
 from flowrt.machine import Snapshot, apply, decide, replay
-from flowrt.settings import SETTINGS, Settings
+from flowrt.settings import Settings, child_environ
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -57,13 +57,6 @@ def bench_core(n: int) -> None:
     assert result.matches and result.snapshot == snap
     print(f"core: decide+apply {n / live:,.0f} events/s ({live / n * 1e6:.1f} us/event);"
           f" replay {n / folded:,.0f} events/s ({folded * 1e3:.1f} ms for {n} events)")
-
-
-def _env(s: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWRT_")}
-    env.update({var: str(getattr(s, name)) for name, (var, _h) in SETTINGS.items()})
-    env["FLOWRT_LOG_LEVEL"] = "warning"
-    return env
 
 
 async def _post_loop(port: int, todo: list[str], latencies: list[float]) -> None:
@@ -115,7 +108,7 @@ async def bench_e2e(executions: int, events: int, workers: int, concurrency: int
     port = 18000 + secrets.randbelow(2000)
     s = Settings(database_url=url, redis_url=redis_url, redis_prefix=f"bench-{name}", port=port,
                  metrics_port=0, concurrency=32)
-    env = _env(s)
+    env = child_environ(s, FLOWRT_LOG_LEVEL="warning")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run([str(BIN / "flowrt"), "migrate"], env=env, check=True, capture_output=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from .devservers import DevServerError, PrivatePostgres, PrivateRedis, free_port, port_is_free
-from .settings import SETTINGS, Settings
+from .settings import Settings, child_environ
 from .store import migrate
 
 __all__ = ["run_dev"]
@@ -34,17 +34,6 @@ _RESET = "\033[0m"
 
 def _say(message: str) -> None:
     print(f"flowrt dev: {message}", file=sys.stderr, flush=True)
-
-
-def _env(s: Settings, tty: bool) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWRT_")}
-    for name, (var, _help) in SETTINGS.items():
-        env[var] = str(getattr(s, name))
-    env["FLOWRT_LOG_FORMAT"] = "console" if tty else "json"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 class _Child:
@@ -130,7 +119,8 @@ def run_dev(settings: Settings, *, workers: int, app_target: str, reset: bool,
         applied = asyncio.run(migrate(settings.database_url, timeout=settings.db_timeout,
                                       progress=lambda m: _say(m)))
         _say(f"migrations: {len(applied)} applied" if applied else "database is up to date")
-        env = _env(settings, tty)
+        env = child_environ(settings, FLOWRT_LOG_FORMAT="console" if tty else "json",
+                            PYTHONUNBUFFERED="1")
         bindir = Path(sys.executable).parent
         children.append(_Child("api", [str(bindir / "flowrt"), "api"], env,
                                _COLORS[0] if tty else None))

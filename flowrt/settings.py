@@ -6,6 +6,7 @@ default; an invalid value raises ``SettingsError`` naming the variable.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import SettingsError
 
-__all__ = ["SETTINGS", "Settings", "env_given", "load_settings"]
+__all__ = ["SETTINGS", "Settings", "child_environ", "env_given", "load_settings"]
 
 
 def _mask(url: str) -> str:
@@ -158,6 +159,16 @@ def _validated(s: Settings) -> Settings:
 def env_given(environ: Mapping[str, str], name: str) -> bool:
     """Whether the variable behind setting ``name`` is set to a non-empty value."""
     return bool(environ.get(_where(name), "").strip())
+
+
+def child_environ(s: Settings, **extra: str) -> dict[str, str]:
+    """The environment for a child process that must run with exactly ``s``: this
+    process's environment (PATH, HOME, ...) minus its FLOWRT_* variables, plus every
+    setting of ``s``, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWRT_")}
+    env.update({var: str(getattr(s, name)) for name, (var, _help) in SETTINGS.items()})
+    env.update(extra)
+    return env
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:

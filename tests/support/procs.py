@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,20 +10,15 @@ from pathlib import Path
 
 import httpx
 
-from flowrt.settings import SETTINGS, Settings
+from flowrt.settings import Settings, child_environ
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings_env(s: Settings, **extra: str) -> dict[str, str]:
-    """The environment a process needs to run with settings ``s``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWRT_")}
-    for name, (var, _help) in SETTINGS.items():
-        env[var] = str(getattr(s, name))
-    env["FLOWRT_LOG_FORMAT"] = "json"
-    env.update(extra)
-    return env
+    """The environment a process needs to run with settings ``s`` (JSON logs)."""
+    return child_environ(s, **{"FLOWRT_LOG_FORMAT": "json", **extra})
 
 
 class Proc:

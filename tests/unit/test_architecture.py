@@ -179,8 +179,6 @@ def _allowed(rel: str, tree: ast.Module) -> set[int]:
       ``env_given``): the edge passes the environment, settings reads it;
     - flowrt/cli.py checks ``"NO_COLOR" in os.environ``: the no-color.org convention
       for terminal output, not a flowrt setting;
-    - flowrt/dev.py's ``_env`` passes the environment (PATH, HOME, ...) on to the
-      processes it starts, with every FLOWRT_* variable replaced from ``Settings``.
     """
     allowed: set[int] = set()
     if rel == "flowrt/cli.py":
@@ -193,10 +191,6 @@ def _allowed(rel: str, tree: ast.Module) -> set[int]:
                   and node.left.value == "NO_COLOR"
                   and all(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)):
                 allowed.update(id(c) for c in node.comparators)
-    elif rel == "flowrt/dev.py":
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef) and node.name == "_env":
-                allowed.update(id(n) for n in ast.walk(node))
     return allowed
 
 
