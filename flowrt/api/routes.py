@@ -53,7 +53,7 @@ async def _accepted(request: Request, state: ApiState, appended: Appended) -> Re
         try:
             await state.bus.publish([hint])
             state.published.add(hint)
-        except Unavailable as exc:
+        except Exception as exc:  # any failure (down, OOM, READONLY): the event is accepted
             state.metrics.publish_failures.inc()
             _log.warning("hint not published; the relay will send it",
                          execution_id=appended.execution_id, seq=appended.seq, error=str(exc))
@@ -151,8 +151,9 @@ async def readyz(request: Request) -> Response:
         try:
             await ping()
             checks[name] = "ok"
-        except Unavailable as exc:
-            checks[name] = str(exc)
+        except Unavailable:
+            checks[name] = "unreachable"  # the driver's detail (hosts, ports) goes to logs
+            _log.warning("readiness check failed", check=name, exc_info=True)
     if all(v == "ok" for v in checks.values()):
         return _json({"status": "ready", "checks": checks})
     raise Problem(503, "not-ready", "Not Ready", "a dependency is unreachable",
@@ -171,7 +172,8 @@ def _by_method(**handlers: Handler) -> Handler:
     """One endpoint per path, so a 405 names every allowed method in its Allow header."""
 
     async def endpoint(request: Request) -> Response:
-        handler = handlers[request.method.lower()]
+        method = request.method.lower()
+        handler = handlers["get" if method == "head" else method]  # Starlette adds HEAD to GET
         return await handler(request)
 
     return endpoint

@@ -17,5 +17,9 @@ async def unavailable() -> AsyncIterator[None]:
     """Turn "Redis cannot be reached" into ``BusUnavailable``."""
     try:
         yield
-    except (TimeoutError, rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+    # Besides the connection failing: the server cannot serve now (loading, a read-only
+    # replica during failover, out of memory under noeviction, cluster TRYAGAIN).
+    except (TimeoutError, rexc.ConnectionError, rexc.TimeoutError, OSError,
+            rexc.BusyLoadingError, rexc.ReadOnlyError, rexc.OutOfMemoryError,
+            rexc.TryAgainError) as exc:
         raise BusUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc

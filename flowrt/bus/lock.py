@@ -13,20 +13,22 @@ __all__ = ["Lock"]
 
 
 class Lock:
-    """One holder's lock on one key. Not reentrant; a lost lock is simply not ours."""
+    """One holder's lock on one key. Acquiring again confirms a lock we hold (a retried
+    command whose first reply was lost); a lost lock is simply not ours."""
 
-    def __init__(self, client: aioredis.Redis, key: str, ttl: float, *, extend: AsyncScript,
-                 release: AsyncScript) -> None:
+    def __init__(self, client: aioredis.Redis, key: str, ttl: float, *, acquire: AsyncScript,
+                 extend: AsyncScript, release: AsyncScript) -> None:
         self._client = client
         self.key = key
         self._ttl_ms = max(1, int(ttl * 1000))
         self.token = secrets.token_hex(16)
+        self._acquire = acquire
         self._extend = extend
         self._release = release
 
     async def acquire(self) -> bool:
         async with unavailable():
-            return bool(await self._client.set(self.key, self.token, nx=True, px=self._ttl_ms))
+            return bool(await self._acquire(keys=[self.key], args=[self.token, self._ttl_ms]))
 
     async def extend(self) -> bool:
         async with unavailable():

@@ -63,13 +63,24 @@ class Bus:
             retry_on_error=[rexc.ConnectionError, rexc.TimeoutError])
         self._ack = self._client.register_script(_script("ack.lua"))
         self._dead = self._client.register_script(_script("dead_letter.lua"))
+        self._acquire = self._client.register_script(_script("acquire.lua"))
         self._extend = self._client.register_script(_script("extend.lua"))
         self._release = self._client.register_script(_script("release.lua"))
 
     def lock(self, tenant: str, execution_id: str, ttl: float) -> Lock:
         """A new, not yet acquired lock on one execution."""
         return Lock(self.client, self.keys.lock(tenant, execution_id), ttl,
-                    extend=self._extend, release=self._release)
+                    acquire=self._acquire, extend=self._extend, release=self._release)
+
+    async def locked(self, keys: list[str]) -> list[bool]:
+        """Which of these lock keys are held right now (one round trip)."""
+        if not keys:
+            return []
+        async with unavailable():
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(key)
+                return [bool(n) for n in await pipe.execute()]
 
     async def close(self) -> None:
         self._closed = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -103,8 +103,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         created, execution_id = msgspec.json.decode(raw, type=tuple[str, str])
         if "\x00" in execution_id:
             raise ValueError("NUL in cursor")
-        return datetime.fromisoformat(created), execution_id
-    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("naive datetime in cursor")
+        return when.astimezone(UTC), execution_id
+    except (ValueError, OverflowError, msgspec.DecodeError, msgspec.ValidationError):
         raise InvalidInput("cursor is malformed; pass back next_cursor unchanged") from None
 
 

@@ -13,7 +13,6 @@ import contextlib
 
 import structlog
 
-from ..errors import Unavailable
 from ..events import Hint
 from .db import Database
 
@@ -91,6 +90,6 @@ class PublishedMarks:
         hints, self._pending = self._pending, []
         try:
             await self._outbox.mark_published(hints)
-        except Unavailable as exc:
+        except Exception as exc:  # never let the task die: the relay covers lost marks
             # The relay will republish these: a duplicate hint, never a lost one.
             _log.warning("could not mark hints published", count=len(hints), error=str(exc))

@@ -9,7 +9,6 @@ nothing and backs off: an event's outcome is applied exactly once.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
@@ -18,7 +17,7 @@ from ..events import Event, Hint, Outcome, RecordedEvent
 from ..machine import Snapshot
 from .db import Database
 
-__all__ = ["Lease", "LoggedEvent", "ProcessingStore"]
+__all__ = ["Lease", "ProcessingStore"]
 
 
 class Lease(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,20 +26,14 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
     epoch: int
     workflow: str
     version: int
-    status: str
     last_seq: int
     processed_seq: int
     blocked_seq: int | None
 
 
-class LoggedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    recorded: RecordedEvent
-    attempts: int
-
-
 _LOG_QUERY = (
     "SELECT e.seq, e.event_id::text AS event_id, e.name, e.payload, e.created_at, p.status,"
-    " p.from_state, p.to_state, p.actions, p.error, p.attempts"
+    " p.from_state, p.to_state, p.actions, p.error"
     " FROM events e JOIN event_processing p USING (tenant_id, execution_id, seq)"
     " WHERE e.tenant_id = $1 AND e.execution_id = $2 AND e.seq > $3 AND e.seq <= $4"
     " ORDER BY e.seq"
@@ -51,20 +44,39 @@ class ProcessingStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def take_lease(self, tenant: str, execution_id: str) -> Lease | None:
-        """Bump the execution's epoch: from now on only this holder's commits apply."""
+    async def take_lease(self, tenant: str, execution_id: str, worker: str) -> Lease | None:
+        """Bump the execution's epoch: from now on only this holder's commits apply.
+
+        The same statement counts an attempt on the next unprocessed event, whatever
+        happens next: a worker that dies on an event (with or without actions) leaves
+        that count behind, which is what tells a poison event from an outage.
+        """
         async with self._db.connection() as conn:
             row = await conn.fetchrow(
-                "UPDATE executions SET lease_epoch = lease_epoch + 1"
+                "WITH x AS (UPDATE executions SET lease_epoch = lease_epoch + 1"
                 " WHERE tenant_id = $1 AND execution_id = $2"
-                " RETURNING lease_epoch, workflow, version, status, last_seq, processed_seq,"
-                " blocked_seq", tenant, execution_id)
+                " RETURNING lease_epoch, workflow, version, last_seq, processed_seq,"
+                " blocked_seq),"
+                " p AS (UPDATE event_processing p SET attempts = p.attempts + 1,"
+                " status = 'processing', worker = $3, started_at = now() FROM x"
+                " WHERE p.tenant_id = $1 AND p.execution_id = $2"
+                " AND p.seq = x.processed_seq + 1 AND x.processed_seq < x.last_seq"
+                " AND x.blocked_seq IS NULL)"
+                " SELECT * FROM x", tenant, execution_id, worker)
         if row is None:
             return None
         return Lease(tenant=tenant, execution_id=execution_id, epoch=row["lease_epoch"],
-                     workflow=row["workflow"], version=row["version"], status=row["status"],
+                     workflow=row["workflow"], version=row["version"],
                      last_seq=row["last_seq"], processed_seq=row["processed_seq"],
                      blocked_seq=row["blocked_seq"])
+
+    async def has_work(self, tenant: str, execution_id: str) -> int | None:
+        """The log's last seq if events wait unprocessed (and unblocked), else None."""
+        async with self._db.connection() as conn:
+            last: int | None = await conn.fetchval(
+                "SELECT last_seq FROM executions WHERE tenant_id = $1 AND execution_id = $2"
+                " AND processed_seq < last_seq AND blocked_seq IS NULL", tenant, execution_id)
+        return last
 
     async def head(self, tenant: str, execution_id: str) -> tuple[int, int | None]:
         """The log's last seq and the blocked seq, to see whether more work arrived."""
@@ -75,7 +87,7 @@ class ProcessingStore:
         return (row["last_seq"], row["blocked_seq"]) if row else (0, None)
 
     async def load(self, tenant: str, execution_id: str, after: int,
-                   upto: int) -> list[LoggedEvent]:
+                   upto: int) -> list[RecordedEvent]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(_LOG_QUERY, tenant, execution_id, after, upto)
         out = []
@@ -85,21 +97,25 @@ class ProcessingStore:
             outcome = msgspec.convert(
                 {"status": r["status"], "from_state": r["from_state"], "to_state": r["to_state"],
                  "actions": r["actions"], "error": r["error"]}, Outcome)
-            out.append(LoggedEvent(recorded=RecordedEvent(event=event, outcome=outcome),
-                                   attempts=r["attempts"]))
+            out.append(RecordedEvent(event=event, outcome=outcome))
         return out
 
     async def mark_processing(self, lease: Lease, seq: int, worker: str) -> int:
-        """Record that ``worker`` starts on ``seq``; returns the attempt number."""
+        """Record that ``worker`` starts on ``seq``; returns the attempt number.
+
+        The event at the head when the lease was taken already had its attempt counted.
+        """
         async with self._db.connection() as conn:
             attempts = await conn.fetchval(
-                "UPDATE event_processing p SET status = 'processing', attempts = p.attempts + 1,"
+                "UPDATE event_processing p SET status = 'processing',"
+                " attempts = p.attempts + CASE WHEN p.seq = $6 THEN 0 ELSE 1 END,"
                 " worker = $5, started_at = now()"
                 " FROM executions x WHERE p.tenant_id = $1 AND p.execution_id = $2 AND p.seq = $3"
                 " AND x.tenant_id = p.tenant_id AND x.execution_id = p.execution_id"
                 " AND x.lease_epoch = $4 AND x.processed_seq = $3 - 1 AND x.blocked_seq IS NULL"
                 " RETURNING p.attempts",
-                lease.tenant, lease.execution_id, seq, lease.epoch, worker)
+                lease.tenant, lease.execution_id, seq, lease.epoch, worker,
+                lease.processed_seq + 1)
         if attempts is None:
             raise LeaseLost(f"execution {lease.execution_id} was taken over before seq {seq}")
         return int(attempts)
@@ -156,19 +172,15 @@ class ProcessingStore:
     async def lagging(self, grace: float, limit: int) -> list[Hint]:
         """Executions whose next unprocessed event has waited longer than ``grace``."""
         async with self._db.connection() as conn:
+            # LATERAL: one primary-key lookup per lagging execution (found through the
+            # partial index), never a scan of the whole log.
             rows = await conn.fetch(
                 "SELECT x.tenant_id, x.execution_id, x.last_seq FROM executions x"
-                " JOIN events e ON e.tenant_id = x.tenant_id AND e.execution_id = x.execution_id"
-                " AND e.seq = x.processed_seq + 1"
+                " CROSS JOIN LATERAL (SELECT e.created_at FROM events e"
+                " WHERE e.tenant_id = x.tenant_id AND e.execution_id = x.execution_id"
+                " AND e.seq = x.processed_seq + 1) e"
                 " WHERE x.processed_seq < x.last_seq AND x.blocked_seq IS NULL"
                 " AND e.created_at < now() - make_interval(secs => $1)"
                 " ORDER BY e.created_at LIMIT $2", grace, limit)
         return [Hint(tenant=r["tenant_id"], execution_id=r["execution_id"], seq=r["last_seq"])
                 for r in rows]
-
-    async def counts(self) -> dict[str, Any]:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT count(*) FILTER (WHERE processed_seq < last_seq) AS lagging,"
-                " count(*) FILTER (WHERE blocked_seq IS NOT NULL) AS blocked FROM executions")
-        return dict(row) if row else {}

@@ -99,7 +99,7 @@ async def test_append_to_unknown_or_finished(
     await _start(executions, settings.tenant)
     await executions.append(settings.tenant, "x1", name="reject", payload={},
                             idempotency_key="k", request_hash="r")
-    lease = await processing.take_lease(settings.tenant, "x1")
+    lease = await processing.take_lease(settings.tenant, "x1", "w1")
     assert lease is not None
     await processing.commit(lease, 1, Outcome(status="completed", to_state="pending"),
                             Snapshot(state="pending", seq=1), "w")

