@@ -8,7 +8,6 @@ from .actions import ActionContext, RetryPolicy
 from .app import App
 from .definition import Definition, State, Transition, Workflow, load_definition, parse_definition
 from .errors import (
-    ActionError,
     BusUnavailable,
     Conflict,
     DefinitionConflict,
@@ -28,7 +27,6 @@ from .machine import Decision, Replay, Snapshot, apply, decide, replay
 
 __all__ = [
     "ActionContext",
-    "ActionError",
     "ActionRecord",
     "App",
     "BusUnavailable",

@@ -8,6 +8,7 @@ problem with its location.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tomllib
@@ -112,15 +113,14 @@ class Workflow:
 _encoder = msgspec.json.Encoder(order="sorted")
 
 
+def definition_json(definition: Definition) -> bytes:
+    """The canonical body: sorted keys, defaults omitted, so equal definitions are equal bytes."""
+    return _encoder.encode(definition)
+
+
 def definition_hash(definition: Definition) -> str:
     """A stable digest of the body, to refuse a changed body under the same version."""
-    import hashlib
-
-    return hashlib.sha256(_encoder.encode(definition)).hexdigest()
-
-
-def definition_json(definition: Definition) -> bytes:
-    return _encoder.encode(definition)
+    return hashlib.sha256(definition_json(definition)).hexdigest()
 
 
 # --- loading -----------------------------------------------------------------

@@ -102,9 +102,12 @@ def run_dev(settings: Settings, *, workers: int, app_target: str, reset: bool,
         shutil.rmtree(data_dir, ignore_errors=True)
     children: list[_Child] = []
     stopping = threading.Event()
+    running = threading.Event()  # set once everything is up
 
     def on_signal(_sig: int, _frame: object) -> None:
         stopping.set()
+        if not running.is_set():
+            raise KeyboardInterrupt  # during start-up: unwind now; finally cleans up
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -134,6 +137,7 @@ def run_dev(settings: Settings, *, workers: int, app_target: str, reset: bool,
         for i, child in enumerate(children[1:]):
             _wait_http(f"http://{settings.host}:{metrics[i]}/metrics", child)
         _banner(settings, api, metrics, pg, rd, data_dir)
+        running.set()
         while not stopping.is_set():
             dead = next((c for c in children if c.proc.poll() is not None), None)
             if dead is not None:

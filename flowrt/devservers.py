@@ -333,7 +333,3 @@ class PrivateRedis:
 
     def stop(self) -> None:
         _stop(self._proc, signal.SIGTERM)
-
-    def kill(self) -> None:
-        _stop(self._proc, signal.SIGKILL)
-

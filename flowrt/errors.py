@@ -12,8 +12,10 @@
     ├── Unavailable                  a dependency is down; retryable
     │   ├── StoreUnavailable         PostgreSQL unreachable
     │   └── BusUnavailable           Redis unreachable
-    ├── LeaseLost                    a worker's fenced commit affected nothing
-    └── ActionError                  an action raised; carries the attempts it took
+    └── LeaseLost                    a worker's fenced commit affected nothing
+
+An action that gives up is not an exception here: its error is recorded on the
+event (``ActionRecord.error``) and the event fails, or moves to ``on_error``.
 
 Whether an error may be retried travels as data (``retryable``), so callers never
 match on driver exception types: adapters translate those at the boundary.
@@ -24,7 +26,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
-    "ActionError",
     "BusUnavailable",
     "Conflict",
     "DefinitionConflict",
@@ -104,12 +105,3 @@ class LeaseLost(FlowrtError):
     """A fenced commit affected nothing: another worker owns the execution now."""
 
     retryable = True
-
-
-class ActionError(FlowrtError):
-    """An action raised on every attempt its policy allowed."""
-
-    def __init__(self, action: str, message: str, attempts: int) -> None:
-        self.action = action
-        self.attempts = attempts
-        super().__init__(f"action {action!r} failed after {attempts} attempt(s): {message}")

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging"]
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", prefix: str | None = None) -> None:
@@ -39,7 +39,3 @@ def _add(key: str, value: str) -> Processor:
         return event
 
     return processor
-
-
-def get_logger(**bound: Any) -> Any:
-    return structlog.get_logger("flowrt").bind(**bound)

@@ -151,6 +151,10 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError(f"FLOWRT_TENANT={s.tenant!r}: use letters, digits, _.-")
     if s.port > 65535 or s.metrics_port > 65535:
         raise SettingsError("FLOWRT_PORT / FLOWRT_METRICS_PORT: a port is at most 65535")
+    if s.claim_timeout <= s.lock_ttl / 3:
+        # A worker refreshes the hints it works on every FLOWRT_LOCK_TTL / 3; a shorter
+        # claim timeout would let live work be reclaimed (and counted as redelivered).
+        raise SettingsError("FLOWRT_CLAIM_TIMEOUT: must exceed FLOWRT_LOCK_TTL / 3")
     if s.retry_initial_delay > s.retry_max_delay:
         raise SettingsError("FLOWRT_RETRY_INITIAL_DELAY: must not exceed FLOWRT_RETRY_MAX_DELAY")
     return s

@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
     "ActionContext",
-    "ActionError",
     "ActionRecord",
     "App",
     "BusUnavailable",
