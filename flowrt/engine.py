@@ -140,9 +140,9 @@ class Engine:
                                 error=f"action {name!r} is not registered on this worker's app")
         policy = registered.retry or self._default_retry
         key = f"{lease.tenant}:{lease.execution_id}:{event.seq}:{name}"
-        log = structlog.get_logger("flowrt.action").bind(action=name)
         error = ""
         for attempt in range(1, policy.attempts + 1):
+            log = structlog.get_logger("flowrt.action").bind(action=name, attempt=attempt)
             ctx = ActionContext(execution_id=lease.execution_id, tenant=lease.tenant,
                                 workflow=workflow.name, version=workflow.version, event=event,
                                 state=snapshot.state, data=dict(data), attempt=attempt,
@@ -163,7 +163,7 @@ class Engine:
                 last = attempt == policy.attempts
                 outcome = "failed" if last else "retry"
                 self._metrics.actions.labels(action=name, outcome=outcome).inc()
-                log.warning("action failed", attempt=attempt, error=error, final=last)
+                log.warning("action failed", error=error, final=last)
                 if not last:
                     await self._sleep(backoff(policy, attempt, self._jitter()))
         return ActionRecord(name=name, ok=False, error=error, attempts=policy.attempts)

@@ -371,10 +371,16 @@ class Worker:
     async def _relay(self) -> None:
         hints = await self._outbox.unpublished(self.settings.relay_grace, 500)
         if hints:
-            await self._bus.publish(hints)
+            # One hint per execution wakes up all its events: send the latest seq only.
+            latest: dict[tuple[str, str], Hint] = {}
+            for h in hints:
+                key = (h.tenant, h.execution_id)
+                if key not in latest or h.seq > latest[key].seq:
+                    latest[key] = h
+            await self._bus.publish(list(latest.values()))
             await self._outbox.mark_published(hints)
-            self.metrics.hints_republished.labels(source="relay").inc(len(hints))
-            _log.info("relayed unpublished events", count=len(hints))
+            self.metrics.hints_republished.labels(source="relay").inc(len(latest))
+            _log.info("relayed unpublished events", events=len(hints), hints=len(latest))
 
     async def _reconcile(self) -> None:
         await self._bus.ensure_group()
