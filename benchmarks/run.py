@@ -38,7 +38,7 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def bench_core(n: int) -> None:
-    from tests.e2e.counter import app
+    from benchmarks.app import app
 
     wf = app.workflows[0]
     snap = Snapshot()
@@ -91,7 +91,7 @@ async def _post_loop(port: int, todo: list[str], latencies: list[float]) -> None
 async def _register(s: Settings) -> None:
     from flowrt.store import Database
     from flowrt.store.definitions import DefinitionStore
-    from tests.e2e.counter import app
+    from benchmarks.app import app
 
     async with Database(s.database_url) as db:
         await DefinitionStore(db).register(s.tenant, app.workflows[0])
@@ -116,7 +116,7 @@ async def bench_e2e(executions: int, events: int, workers: int, concurrency: int
         procs.append(subprocess.Popen([str(BIN / "flowrt"), "api"], env=env, cwd=ROOT))
         for _ in range(workers):
             procs.append(subprocess.Popen([str(BIN / "flowrt-worker"), "--app",
-                                           "tests.e2e.counter:app"], env=env, cwd=ROOT))
+                                           "benchmarks.app:app"], env=env, cwd=ROOT))
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
             for _ in range(100):
