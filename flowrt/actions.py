@@ -20,16 +20,23 @@ __all__ = ["ActionContext", "ActionFn", "RetryPolicy", "backoff"]
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """How often an action is tried and how long to wait between tries."""
+    """How often an action is tried, how long one try may take, and the waits between.
+
+    A try that outlives ``timeout`` (seconds) is cancelled and counts as failed: a hung
+    call must not hold its execution, and its lock, for ever.
+    """
 
     attempts: int = 3
     initial_delay: float = 0.2
     max_delay: float = 10.0
     multiplier: float = 2.0
+    timeout: float = 300.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("RetryPolicy.attempts must be at least 1")
+        if self.timeout <= 0:
+            raise ValueError("RetryPolicy.timeout must be positive")
         if self.initial_delay < 0 or self.max_delay < self.initial_delay:
             raise ValueError("RetryPolicy needs 0 <= initial_delay <= max_delay")
 

@@ -148,7 +148,10 @@ class Engine:
                                 state=snapshot.state, data=dict(data), attempt=attempt,
                                 idempotency_key=key, log=log)
             try:
-                result = await registered.fn(ctx)
+                try:
+                    result = await asyncio.wait_for(registered.fn(ctx), policy.timeout)
+                except TimeoutError:
+                    raise TimeoutError(f"timed out after {policy.timeout:g} s") from None
                 if result is not None and not isinstance(result, dict):
                     raise TypeError(f"returned {type(result).__name__}, expected a dict or None")
                 bad = problem_in(result, self._max_depth) if result is not None else None

@@ -55,6 +55,7 @@ class Settings:
     retry_attempts: int = 3
     retry_initial_delay: float = 0.2
     retry_max_delay: float = 10.0
+    action_timeout: float = 300.0
     # connections
     db_pool_max: int = 10
     db_timeout: float = 5.0
@@ -99,6 +100,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "retry_attempts": ("FLOWRT_RETRY_ATTEMPTS", "default attempts per action"),
     "retry_initial_delay": ("FLOWRT_RETRY_INITIAL_DELAY", "default first retry delay"),
     "retry_max_delay": ("FLOWRT_RETRY_MAX_DELAY", "default largest retry delay"),
+    "action_timeout": ("FLOWRT_ACTION_TIMEOUT", "default longest try of an action"),
     "db_pool_max": ("FLOWRT_DB_POOL_MAX", "largest PostgreSQL pool"),
     "db_timeout": ("FLOWRT_DB_TIMEOUT", "PostgreSQL connect and acquire timeout"),
     "redis_timeout": ("FLOWRT_REDIS_TIMEOUT", "Redis socket timeout"),
@@ -106,7 +108,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "log_format": ("FLOWRT_LOG_FORMAT", "auto (JSON unless a TTY), json or console"),
 }
 
-_POSITIVE = {"port", "body_limit", "max_json_depth", "concurrency", "lock_ttl", "lock_wait",
+_POSITIVE = {"action_timeout", "port", "body_limit", "max_json_depth", "concurrency",
+             "lock_ttl", "lock_wait",
              "claim_timeout", "claim_interval", "max_deliveries", "reconciler_period",
              "relay_period", "shutdown_grace", "retry_attempts", "db_pool_max", "db_timeout",
              "redis_timeout"}

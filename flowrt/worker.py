@@ -82,7 +82,8 @@ class Worker:
             app, self._definitions, self._store, self.metrics, worker=self.name,
             default_retry=RetryPolicy(attempts=settings.retry_attempts,
                                       initial_delay=settings.retry_initial_delay,
-                                      max_delay=settings.retry_max_delay),
+                                      max_delay=settings.retry_max_delay,
+                                      timeout=settings.action_timeout),
             max_depth=settings.max_json_depth)
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()

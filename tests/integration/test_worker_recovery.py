@@ -169,3 +169,26 @@ async def test_crafted_cursors_are_400_not_500(settings):
             r = await client.get("/v1/executions", params={"cursor": cursor})
             assert r.status_code == 400, (created, r.text)
             assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_hung_action_times_out_and_the_event_fails(settings):
+    from flowrt import RetryPolicy
+
+    app = App()
+    app.add_definition(FLOW)
+    rec = Recorder(app)
+
+    async def hang(ctx: ActionContext) -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {}
+
+    rec.action("work", hang, retry=RetryPolicy(attempts=2, initial_delay=0.01, max_delay=0.01,
+                                               timeout=0.2))
+    async with running_worker(settings, app, name="w-hang"), api_client(settings) as client:
+        eid = await _start(client)
+        await _send(client, eid, "tick")
+        x = await _processed(client, eid, 2)
+        evs = await events(client, eid)
+    assert x["status"] == "failed" and rec.count("work") == 2
+    assert evs[1]["actions"][0]["attempts"] == 2
+    assert "timed out after 0.2 s" in evs[1]["error"]
