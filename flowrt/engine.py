@@ -20,6 +20,7 @@ import structlog
 from .actions import ActionContext, RetryPolicy, backoff
 from .app import App
 from .definition import Workflow
+from .errors import ActionMissing
 from .events import STARTED, ActionRecord, Event
 from .jsonvalues import problem_in, storable_text
 from .machine import Decision, Snapshot, apply, decide, error_actions, replay
@@ -97,6 +98,11 @@ class Engine:
             decision = decide(workflow, snapshot, event)
             records: list[ActionRecord] = []
             if decision.actions or decision.on_error:
+                missing = sorted({n for n in decision.actions + error_actions(workflow, decision)
+                                  if self._app.get_action(n) is None})
+                if missing:
+                    raise ActionMissing(f"{workflow.name} v{workflow.version} names actions"
+                                        f" this worker's app does not register: {missing}")
                 await self._store.mark_processing(lease, event.seq, self._worker)
                 records = await self._run_actions(lease, workflow, snapshot, event, decision)
             after, outcome = apply(workflow, snapshot, event, decision, records)
@@ -135,9 +141,7 @@ class Engine:
     async def _run_one(self, lease: Lease, workflow: Workflow, snapshot: Snapshot, event: Event,
                        name: str, data: dict[str, Any]) -> ActionRecord:
         registered = self._app.get_action(name)
-        if registered is None:
-            return ActionRecord(name=name, ok=False, attempts=0,
-                                error=f"action {name!r} is not registered on this worker's app")
+        assert registered is not None  # checked before any action ran
         policy = registered.retry or self._default_retry
         key = f"{lease.tenant}:{lease.execution_id}:{event.seq}:{name}"
         error = ""

@@ -12,7 +12,8 @@
     ├── Unavailable                  a dependency is down; retryable
     │   ├── StoreUnavailable         PostgreSQL unreachable
     │   └── BusUnavailable           Redis unreachable
-    └── LeaseLost                    a worker's fenced commit affected nothing
+    ├── LeaseLost                    a worker's fenced commit affected nothing
+    └── ActionMissing                this worker's app lacks an action the definition names
 
 An action that gives up is not an exception here: its error is recorded on the
 event (``ActionRecord.error``) and the event fails, or moves to ``on_error``.
@@ -26,6 +27,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "ActionMissing",
     "BusUnavailable",
     "Conflict",
     "DefinitionConflict",
@@ -105,3 +107,11 @@ class LeaseLost(FlowrtError):
     """A fenced commit affected nothing: another worker owns the execution now."""
 
     retryable = True
+
+
+class ActionMissing(FlowrtError):
+    """This worker's app does not register an action the definition names.
+
+    A deployment problem, not the event's fault: the event is left for a worker that
+    has the action (it is dead-lettered only if no worker ever does).
+    """

@@ -29,7 +29,7 @@ from .actions import RetryPolicy
 from .app import App
 from .bus import Bus, Delivery, Keys, Lock
 from .engine import Engine
-from .errors import LeaseLost, Unavailable
+from .errors import ActionMissing, LeaseLost, Unavailable
 from .events import Hint
 from .metrics import Metrics
 from .settings import Settings
@@ -252,6 +252,9 @@ class Worker:
             finally:
                 keeper.cancel()
                 self._halts.discard(halt)
+        except ActionMissing as exc:
+            _log.error("cannot process: this worker lacks an action; left for another worker",
+                       execution_id=execution_id, error=str(exc))
         except LeaseLost as exc:
             self.metrics.lease_lost.inc()
             _log.warning("lease lost; another worker owns the execution",

@@ -192,3 +192,25 @@ async def test_a_hung_action_times_out_and_the_event_fails(settings):
     assert x["status"] == "failed" and rec.count("work") == 2
     assert evs[1]["actions"][0]["attempts"] == 2
     assert "timed out after 0.2 s" in evs[1]["error"]
+
+
+async def test_worker_without_an_action_leaves_the_event_for_one_that_has_it(settings):
+    full = App()
+    full.add_definition(FLOW)
+    rec = Recorder(full)
+    rec.action("work")
+    partial = App()  # serves another workflow; knows nothing of "work"
+    partial.add_definition({"name": "other", "version": 1, "initial": "x",
+                            "states": {"x": {"final": True}}})
+    async with api_client(settings) as client:
+        async with running_worker(settings, full, name="w-full"):
+            eid = await _start(client)
+            await _processed(client, eid, 1)
+        async with running_worker(settings, partial, name="w-partial"):
+            await _send(client, eid, "tick")
+            await asyncio.sleep(1.0)
+            x = await execution(client, eid)
+            assert (x["status"], x["processed_seq"]) == ("running", 1)  # not failed
+        async with running_worker(settings, full, name="w-full-again"):
+            x = await _processed(client, eid, 2)
+    assert x["status"] == "running" and rec.count("work") == 1
