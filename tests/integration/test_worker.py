@@ -25,7 +25,10 @@ from tests.support.workerkit import (
     events,
     execution,
     keys,
+    processed,
     running_worker,
+    send,
+    start,
     stream_state,
     wait_until,
 )
@@ -34,35 +37,6 @@ DEMO_YAML = Path(demo.__file__).with_name("order.yaml")
 
 
 # --- helpers -------------------------------------------------------------------
-
-
-async def start(client: httpx.AsyncClient, workflow: str,
-                input: dict[str, Any] | None = None) -> str:
-    r = await client.post("/v1/executions", json={"workflow": workflow, "input": input or {}})
-    assert r.status_code == 202, r.text
-    assert r.json()["seq"] == 1
-    execution_id: str = r.json()["execution_id"]
-    return execution_id
-
-
-async def send(client: httpx.AsyncClient, execution_id: str, name: str,
-               payload: dict[str, Any] | None = None) -> int:
-    r = await client.post(f"/v1/executions/{execution_id}/events",
-                          json={"name": name, "payload": payload or {}})
-    assert r.status_code == 202, r.text
-    seq: int = r.json()["seq"]
-    return seq
-
-
-async def processed(client: httpx.AsyncClient, execution_id: str, seq: int) -> dict[str, Any]:
-    """Wait until the execution's projection has processed ``seq``; return it."""
-
-    async def check() -> dict[str, Any] | None:
-        x = await execution(client, execution_id)
-        return x if x["processed_seq"] >= seq else None
-
-    result: dict[str, Any] = await wait_until(check, what=f"{execution_id} processed up to {seq}")
-    return result
 
 
 def summary(evs: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

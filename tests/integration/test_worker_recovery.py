@@ -13,7 +13,10 @@ from tests.support.workerkit import (
     events,
     execution,
     keys,
+    processed,
     running_worker,
+    send,
+    start,
     stream_state,
     wait_until,
 )
@@ -25,28 +28,6 @@ FLOW = {
 }
 
 
-async def _start(client: Any) -> str:
-    r = await client.post("/v1/executions", json={"workflow": "flow"})
-    assert r.status_code == 202, r.text
-    return str(r.json()["execution_id"])
-
-
-async def _send(client: Any, eid: str, name: str, payload: dict[str, Any] | None = None) -> int:
-    r = await client.post(f"/v1/executions/{eid}/events", json={"name": name,
-                                                                "payload": payload or {}})
-    assert r.status_code == 202, r.text
-    return int(r.json()["seq"])
-
-
-async def _processed(client: Any, eid: str, seq: int) -> dict[str, Any]:
-    async def check() -> dict[str, Any] | None:
-        x = await execution(client, eid)
-        return x if x["processed_seq"] >= seq else None
-
-    result: dict[str, Any] = await wait_until(check, what=f"processed up to {seq}")
-    return result
-
-
 async def test_busy_lock_is_left_to_its_holder_without_holding_a_slot(settings, redis_client):
     app = App()
     app.add_definition(FLOW)
@@ -54,28 +35,28 @@ async def test_busy_lock_is_left_to_its_holder_without_holding_a_slot(settings, 
     rec.action("work")
     s = replace(settings, concurrency=1, reconciler_grace=0.5)
     async with running_worker(s, app, name="w-busy") as w, api_client(s) as client:
-        first = await _start(client)
-        await _processed(client, first, 1)
-        other = await _start(client)
-        await _processed(client, other, 1)
+        first = await start(client, "flow")
+        await processed(client, first, 1)
+        other = await start(client, "flow")
+        await processed(client, other, 1)
         # someone else (a worker we cannot see) holds the first execution's lock
         lock_key = keys(s).lock(s.tenant, first)
         await redis_client.set(lock_key, "someone-else", px=60_000)
-        await _send(client, first, "tick")
+        await send(client, first, "tick")
         # the hint is acked at once: the worker's only slot is not held by the busy lock...
         # (settings.lock_wait is 2 s: this is sooner than any wait for the lock)
         await wait_until(lambda: _no_pending(redis_client, s), within=1.0,
                          what="busy hint acked")
         # ...so other executions keep flowing through it
-        await _send(client, other, "tick")
-        await _processed(client, other, 2)
+        await send(client, other, "tick")
+        await processed(client, other, 2)
         # and the reconciler leaves a locked execution alone
         await asyncio.sleep(1.5)
         assert (await execution(client, first))["processed_seq"] == 1
         assert rec.count("work") == 1
         # once the holder is gone (its lock expired), the reconciler re-hints it
         await redis_client.delete(lock_key)
-        await _processed(client, first, 2)
+        await processed(client, first, 2)
     assert rec.count("work") == 2
     assert w.metrics.hints_republished.labels(source="reconciler")._value.get() >= 1
 
@@ -94,9 +75,9 @@ async def test_unstorable_action_result_fails_the_event_not_the_worker(settings)
 
     rec.action("work", nul)
     async with running_worker(settings, app, name="w-nul"), api_client(settings) as client:
-        eid = await _start(client)
-        await _send(client, eid, "tick")
-        x = await _processed(client, eid, 2)
+        eid = await start(client, "flow")
+        await send(client, eid, "tick")
+        x = await processed(client, eid, 2)
         evs = await events(client, eid)
     assert x["status"] == "failed"
     assert evs[1]["status"] == "failed"
@@ -118,10 +99,10 @@ async def test_stop_finishes_the_running_event_and_starts_no_more(settings, redi
     rec.action("work", slow)
     async with api_client(settings) as client:
         async with running_worker(settings, app, name="w-stop") as w:
-            eid = await _start(client)
-            await _processed(client, eid, 1)
+            eid = await start(client, "flow")
+            await processed(client, eid, 1)
             for _ in range(3):
-                await _send(client, eid, "tick")
+                await send(client, eid, "tick")
             await wait_until(began.is_set, what="first slow action")
             w.stop()
         # run() has returned: the event in flight was committed, no other was started
@@ -130,7 +111,7 @@ async def test_stop_finishes_the_running_event_and_starts_no_more(settings, redi
         assert not await redis_client.exists(keys(settings).lock(settings.tenant, eid))
         # the rest was handed back as a fresh hint, which the next worker picks up
         async with running_worker(settings, app, name="w-next"):
-            await _processed(client, eid, 4)
+            await processed(client, eid, 4)
     assert [seq for _name, seq in rec.order] == [2, 3, 4]
 
 
@@ -185,9 +166,9 @@ async def test_a_hung_action_times_out_and_the_event_fails(settings):
     rec.action("work", hang, retry=RetryPolicy(attempts=2, initial_delay=0.01, max_delay=0.01,
                                                timeout=0.2))
     async with running_worker(settings, app, name="w-hang"), api_client(settings) as client:
-        eid = await _start(client)
-        await _send(client, eid, "tick")
-        x = await _processed(client, eid, 2)
+        eid = await start(client, "flow")
+        await send(client, eid, "tick")
+        x = await processed(client, eid, 2)
         evs = await events(client, eid)
     assert x["status"] == "failed" and rec.count("work") == 2
     assert evs[1]["actions"][0]["attempts"] == 2
@@ -204,13 +185,13 @@ async def test_worker_without_an_action_leaves_the_event_for_one_that_has_it(set
                             "states": {"x": {"final": True}}})
     async with api_client(settings) as client:
         async with running_worker(settings, full, name="w-full"):
-            eid = await _start(client)
-            await _processed(client, eid, 1)
+            eid = await start(client, "flow")
+            await processed(client, eid, 1)
         async with running_worker(settings, partial, name="w-partial"):
-            await _send(client, eid, "tick")
+            await send(client, eid, "tick")
             await asyncio.sleep(1.0)
             x = await execution(client, eid)
             assert (x["status"], x["processed_seq"]) == ("running", 1)  # not failed
         async with running_worker(settings, full, name="w-full-again"):
-            x = await _processed(client, eid, 2)
+            x = await processed(client, eid, 2)
     assert x["status"] == "running" and rec.count("work") == 1
