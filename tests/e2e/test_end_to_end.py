@@ -6,17 +6,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import time
 from dataclasses import replace
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.support.e2e_checks import check_exactly_once_in_order, wait_processed
 from tests.support.procs import settings_env, start_api, start_worker, wait_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -35,29 +34,6 @@ async def _send_all(client: httpx.AsyncClient, requests: list[tuple[str, dict]])
             return r.json()
 
     return await asyncio.gather(*(one(p, b) for p, b in requests))
-
-
-async def _wait_processed(pg: asyncpg.Connection, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        lag = await pg.fetchval("SELECT count(*) FROM executions WHERE processed_seq < last_seq")
-        if lag == 0:
-            return
-        await asyncio.sleep(0.2)
-    rows = await pg.fetch("SELECT execution_id, processed_seq, last_seq, blocked_seq"
-                          " FROM executions WHERE processed_seq < last_seq LIMIT 5")
-    raise AssertionError(f"not processed in time: {[dict(r) for r in rows]}")
-
-
-async def _check_exactly_once_in_order(pg: asyncpg.Connection) -> None:
-    bad = await pg.fetch("SELECT seq, status FROM event_processing WHERE status <> 'completed'")
-    assert not bad, f"events not completed: {[dict(r) for r in bad][:5]}"
-    for row in await pg.fetch("SELECT execution_id, data::text AS data FROM executions"):
-        ticks = await pg.fetch("SELECT seq FROM events WHERE execution_id = $1 AND name = 'tick'"
-                               " ORDER BY seq", row["execution_id"])
-        # Applied once each, in seq order: the fold of the projection shows both.
-        seqs = json.loads(row["data"]).get("seqs", [])
-        assert seqs == [t["seq"] for t in ticks], row["execution_id"]
 
 
 def _metric(text: str, name: str) -> float:
@@ -90,8 +66,8 @@ async def test_thousand_events_two_workers_then_kill_9(settings, pg, tmp_path):
             random.Random(7).shuffle(ticks)
             accepted = await _send_all(client, ticks)
             assert len(accepted) == EXECUTIONS * TICKS
-            await _wait_processed(pg, 120)
-            await _check_exactly_once_in_order(pg)
+            await wait_processed(pg, 120)
+            await check_exactly_once_in_order(pg)
             assert await pg.fetchval("SELECT count(*) FROM events") == EXECUTIONS * (TICKS + 1)
             by_worker = await pg.fetch("SELECT worker, count(*) FROM event_processing GROUP BY 1")
             assert len(by_worker) == 2, "both workers should have taken part"
@@ -113,8 +89,8 @@ async def test_thousand_events_two_workers_then_kill_9(settings, pg, tmp_path):
             survivor = next(w for w in workers if w is not victim)
             victim.kill9()
 
-            await _wait_processed(pg, 120)
-            await _check_exactly_once_in_order(pg)
+            await wait_processed(pg, 120)
+            await check_exactly_once_in_order(pg)
             survivor_port = ports[workers.index(survivor)]
             # one short scrape of a subprocess's metrics; blocking the loop here is harmless
             text = httpx.get(f"http://127.0.0.1:{survivor_port}/metrics").text  # noqa: ASYNC210

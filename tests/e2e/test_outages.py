@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 
 from flowrt.settings import Settings
 from tests.conftest import free_port
+from tests.support.e2e_checks import check_exactly_once_in_order, wait_processed
 from tests.support.procs import BIN, ROOT, Proc, settings_env, start_api, start_worker, wait_http
 from tests.support.servers import private_postgres, private_redis
 
@@ -71,32 +72,6 @@ async def _post_all(client: httpx.AsyncClient, requests: Iterable[tuple[str, dic
         assert r.status_code == expect, (path, r.status_code, r.headers, r.text)
         out.append(r)
     return out
-
-
-async def _wait_processed(pg: asyncpg.Connection, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        lag = await pg.fetchval("SELECT count(*) FROM executions WHERE processed_seq < last_seq")
-        if lag == 0:
-            return
-        await asyncio.sleep(0.1)
-    rows = await pg.fetch("SELECT execution_id, processed_seq, last_seq, blocked_seq"
-                          " FROM executions WHERE processed_seq < last_seq LIMIT 5")
-    dead = await pg.fetch("SELECT execution_id, seq, error FROM event_processing"
-                          " WHERE status = 'dead' LIMIT 5")
-    raise AssertionError(f"not processed in time: {[dict(r) for r in rows]};"
-                         f" dead: {[dict(r) for r in dead]}")
-
-
-async def _check_exactly_once_in_order(pg: asyncpg.Connection) -> None:
-    bad = await pg.fetch("SELECT execution_id, seq, status, error FROM event_processing"
-                         " WHERE status <> 'completed'")
-    assert not bad, f"events not completed: {[dict(r) for r in bad][:5]}"
-    for row in await pg.fetch("SELECT execution_id, data::text AS data FROM executions"):
-        ticks = await pg.fetch("SELECT seq FROM events WHERE execution_id = $1 AND name = 'tick'"
-                               " ORDER BY seq", row["execution_id"])
-        seqs = json.loads(row["data"]).get("seqs", [])
-        assert seqs == [t["seq"] for t in ticks], row["execution_id"]
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
@@ -153,8 +128,8 @@ async def test_redis_killed_and_back_empty(settings, pg, tmp_path):
                                                              "execution_id": x}) for x in ids])
                 await _post_all(client, [(f"/v1/executions/{x}/events", {"name": "tick"})
                                          for _ in range(3) for x in ids])
-                await _wait_processed(pg, 20)
-                await _check_exactly_once_in_order(pg)
+                await wait_processed(pg, 20)
+                await check_exactly_once_in_order(pg)
                 # Something to prove the restarted Redis is empty.
                 private = aioredis.from_url(redis_server.url)
                 await private.set(f"{s.redis_prefix}:sentinel", "before")
@@ -187,8 +162,8 @@ async def test_redis_killed_and_back_empty(settings, pg, tmp_path):
                 await private.aclose()
                 assert sentinel is None, "Redis came back with data"
 
-                await _wait_processed(pg, 30)
-                await _check_exactly_once_in_order(pg)
+                await wait_processed(pg, 30)
+                await check_exactly_once_in_order(pg)
                 assert await pg.fetchval("SELECT count(*) FROM events WHERE name = 'tick'") == 35
                 assert await pg.fetchval(
                     "SELECT count(*) FROM event_processing WHERE status = 'dead'") == 0
@@ -238,8 +213,8 @@ async def test_postgres_killed_and_back(settings, redis_client, tmp_path):
                                                                  "execution_id": x}) for x in ids])
                     await _post_all(client, [(f"/v1/executions/{x}/events", {"name": "tick"})
                                              for _ in range(3) for x in ids])
-                    await _wait_processed(pg, 20)
-                    await _check_exactly_once_in_order(pg)
+                    await wait_processed(pg, 20)
+                    await check_exactly_once_in_order(pg)
                     # Accepted just before the outage, still in flight when it begins.
                     await _post_all(client, [(f"/v1/executions/{x}/events",
                                               {"name": "tick", "payload": {"sleep": 0.3}})
@@ -274,8 +249,8 @@ async def test_postgres_killed_and_back(settings, redis_client, tmp_path):
                 await _post_all(client, [("/v1/executions/pg-new/events", {"name": "tick"})])
                 pg = await asyncpg.connect(pg_server.url)
                 try:
-                    await _wait_processed(pg, 30)
-                    await _check_exactly_once_in_order(pg)
+                    await wait_processed(pg, 30)
+                    await check_exactly_once_in_order(pg)
                     assert await pg.fetchval(
                         "SELECT count(*) FROM events WHERE name = 'tick'") == 4 * (3 + 3 + 2) + 1
                 finally:
@@ -328,7 +303,7 @@ async def test_long_postgres_outage_does_not_kill_events(settings, tmp_path):
                         break
                     assert time.monotonic() < deadline, "not processed after the outage"
                     await asyncio.sleep(0.1)
-                await _check_exactly_once_in_order(pg)
+                await check_exactly_once_in_order(pg)
             finally:
                 await pg.close()
             assert _metric(_metrics(metrics_port), "flowrt_dead_letters_total") == 0
@@ -364,7 +339,7 @@ async def test_paused_worker_is_fenced(settings, pg, tmp_path):
             await _post_all(client, [("/v1/executions",
                                       {"workflow": "counter", "execution_id": x})])
             await _post_all(client, [(f"/v1/executions/{x}/events", {"name": "tick"})] * 2)
-            await _wait_processed(pg, 20)
+            await wait_processed(pg, 20)
             [slow] = await _post_all(client, [(f"/v1/executions/{x}/events",
                                                {"name": "tick", "payload": {"sleep": 1.0}})])
             slow_seq = slow.json()["seq"]
@@ -385,7 +360,7 @@ async def test_paused_worker_is_fenced(settings, pg, tmp_path):
             try:
                 # more work behind the slow tick, sent while its holder is frozen
                 await _post_all(client, [(f"/v1/executions/{x}/events", {"name": "tick"})] * 2)
-                await _wait_processed(pg, 30)
+                await wait_processed(pg, 30)
                 took_over = time.monotonic() - stopped_at
                 row = await pg.fetchrow("SELECT worker, status FROM event_processing"
                                         " WHERE execution_id = $1 AND seq = $2", x, slow_seq)
@@ -406,15 +381,15 @@ async def test_paused_worker_is_fenced(settings, pg, tmp_path):
                 await asyncio.sleep(0.1)
             assert (x, slow_seq) in _calls(tmp_path, other.pid), "the other worker re-ran it"
             await asyncio.sleep(1.0)
-            await _check_exactly_once_in_order(pg)
+            await check_exactly_once_in_order(pg)
             data = json.loads(await pg.fetchval(
                 "SELECT data::text FROM executions WHERE execution_id = $1", x))
             assert data["seqs"].count(slow_seq) == 1, data
 
             # Both keep working afterwards.
             await _post_all(client, [(f"/v1/executions/{x}/events", {"name": "tick"})] * 3)
-            await _wait_processed(pg, 20)
-            await _check_exactly_once_in_order(pg)
+            await wait_processed(pg, 20)
+            await check_exactly_once_in_order(pg)
             assert all(w.alive() for w in workers)
     finally:
         if paused is not None and paused.alive():

@@ -20,7 +20,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -34,7 +33,7 @@ from flowrt.store.migrate import migrations
 from tests.conftest import free_port, with_database
 from tests.support.api import api_client, register_demo
 from tests.support.procs import BIN, ROOT, settings_env
-from tests.support.workerkit import execution, running_worker, wait_until
+from tests.support.workerkit import processed, running_worker
 
 FLOWRT = str(BIN / "flowrt")
 FLOWRT_WORKER = str(BIN / "flowrt-worker")
@@ -396,15 +395,6 @@ def test_worker_bad_app_exits_2(argv: list[str], target: str, message: str) -> N
 
 
 # --- replay and export ----------------------------------------------------------------------
-
-
-async def processed(client: httpx.AsyncClient, execution_id: str, seq: int) -> dict[str, Any]:
-    async def check() -> dict[str, Any] | None:
-        x = await execution(client, execution_id)
-        return x if x["processed_seq"] >= seq else None
-
-    result: dict[str, Any] = await wait_until(check, what=f"{execution_id} processed to {seq}")
-    return result
 
 
 @pytest.fixture
