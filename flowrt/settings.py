@@ -60,6 +60,7 @@ class Settings:
     db_pool_max: int = 10
     db_timeout: float = 5.0
     redis_timeout: float = 5.0
+    publish_timeout: float = 0.5
     # logs
     log_level: str = "info"
     log_format: str = "auto"
@@ -104,6 +105,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "db_pool_max": ("FLOWRT_DB_POOL_MAX", "largest PostgreSQL pool"),
     "db_timeout": ("FLOWRT_DB_TIMEOUT", "PostgreSQL connect and acquire timeout"),
     "redis_timeout": ("FLOWRT_REDIS_TIMEOUT", "Redis socket timeout"),
+    "publish_timeout": ("FLOWRT_PUBLISH_TIMEOUT",
+                        "API's bound on publishing a hint; past it the relay sends it"),
     "log_level": ("FLOWRT_LOG_LEVEL", "debug, info, warning or error"),
     "log_format": ("FLOWRT_LOG_FORMAT", "auto (JSON unless a TTY), json or console"),
 }
@@ -112,7 +115,7 @@ _POSITIVE = {"action_timeout", "port", "body_limit", "max_json_depth", "concurre
              "lock_ttl", "lock_wait",
              "claim_timeout", "claim_interval", "max_deliveries", "reconciler_period",
              "relay_period", "shutdown_grace", "retry_attempts", "db_pool_max", "db_timeout",
-             "redis_timeout"}
+             "redis_timeout", "publish_timeout"}
 _CHOICES = {"log_level": ("debug", "info", "warning", "error"),
             "log_format": ("auto", "json", "console")}
 

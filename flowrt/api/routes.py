@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,16 +52,20 @@ async def _accepted(request: Request, state: ApiState, appended: Appended) -> Re
         hint = Hint(tenant=state.settings.tenant, execution_id=appended.execution_id,
                     seq=appended.seq)
         try:
-            await state.bus.publish([hint])
+            # Bounded: a stalled Redis (CLIENT PAUSE, a failover) must not hold the 202.
+            async with asyncio.timeout(state.settings.publish_timeout):
+                await state.bus.publish([hint])
             state.published.add(hint)
-        except Exception as exc:  # any failure (down, OOM, READONLY): the event is accepted
+        except Exception as exc:  # any failure (down, slow, OOM, READONLY): still accepted
             state.metrics.publish_failures.inc()
             _log.warning("hint not published; the relay will send it",
                          execution_id=appended.execution_id, seq=appended.seq, error=str(exc))
     body = Accepted(execution_id=appended.execution_id, event_id=appended.event_id,
                     seq=appended.seq)
-    location = f"/v1/executions/{appended.execution_id}"
-    return _json(body, 202, {"Location": location})
+    headers = {"Location": f"/v1/executions/{appended.execution_id}"}
+    if not appended.created:  # a retry: this is the event the first request appended
+        headers["Idempotent-Replayed"] = "true"
+    return _json(body, 202, headers)
 
 
 async def start_execution(request: Request) -> Response:
@@ -156,6 +161,10 @@ async def readyz(request: Request) -> Response:
             _log.warning("readiness check failed", check=name, exc_info=True)
     if all(v == "ok" for v in checks.values()):
         return _json({"status": "ready", "checks": checks})
+    if checks["postgres"] == "ok":
+        # Events are still accepted (the log is the outbox, the relay publishes them
+        # later): stay in the load balancer, and say that hints are delayed.
+        return _json({"status": "degraded", "checks": checks})
     raise Problem(503, "not-ready", "Not Ready", "a dependency is unreachable",
                   headers={"Retry-After": "5"}, checks=checks)
 
