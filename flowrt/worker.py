@@ -3,11 +3,15 @@
 Loops, all owned by the worker and stopped by ``stop()``:
 - reader: XREADGROUP new hints; hints for an execution already in hand are
   coalesced into its job, so one pass covers them all;
-- reclaimer: XAUTOCLAIM hints idle past the claim timeout (dead consumers), and
-  dead-letter those delivered more than ``max_deliveries`` times;
+- reclaimer: XAUTOCLAIM hints idle past the claim timeout (dead consumers),
+  dead-letter those delivered more than ``max_deliveries`` times, and remove
+  consumers left with nothing pending once idle for a few claim timeouts;
 - relay: republish events whose hint never reached Redis (the log is the outbox);
 - reconciler: re-hint executions whose processing lags the log, recreate the group;
-- gauges: stream length and pending count.
+- gauges: stream length and pending count, and what ``flowrt doctor`` checks.
+
+On a clean stop the worker removes its own consumer from the group if it holds no
+pending hint.
 """
 
 from __future__ import annotations
@@ -31,14 +35,21 @@ from .bus import Bus, Delivery, Keys, Lock
 from .engine import Engine
 from .errors import ActionMissing, LeaseLost, Unavailable
 from .events import Hint
+from .health import Thresholds, check_postgres, check_redis
 from .metrics import Metrics
 from .settings import Settings
 from .store import Database, Outbox, ProcessingStore
 from .store.definitions import DefinitionStore
+from .store.health import HealthStore
 
 __all__ = ["Worker"]
 
 _log = structlog.get_logger("flowrt.worker")
+
+# A consumer with nothing pending is removed once idle this many claim timeouts: far
+# past any live worker's idle time (it reads every second), and harmless even then
+# (Redis recreates a consumer that reads again; one with pending hints is never removed).
+_PRUNE_AFTER_CLAIM_TIMEOUTS = 3
 
 
 class _Job:
@@ -78,6 +89,8 @@ class Worker:
         self._store = ProcessingStore(self._db)
         self._outbox = Outbox(self._db)
         self._definitions = DefinitionStore(self._db)
+        self._health = HealthStore(self._db)
+        self._thresholds = Thresholds.for_settings(settings)
         self._engine = Engine(
             app, self._definitions, self._store, self.metrics, worker=self.name,
             default_retry=RetryPolicy(attempts=settings.retry_attempts,
@@ -89,6 +102,12 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._halts: set[asyncio.Event] = set()  # one per job holding a lock
+        # Suspects (reclaimed, their event already started by a worker that vanished)
+        # run one at a time: an event that crashes its process must not keep taking
+        # the same neighbours down with it, and get them dead-lettered too.
+        self._suspects = asyncio.Lock()
+        # XREADGROUP blocks within the socket timeout, or every idle read would time out.
+        self._block_ms = int(min(1.0, settings.redis_timeout / 2) * 1000)
         self._stopping = asyncio.Event()
         self._metrics_server: WSGIServer | None = None
 
@@ -147,7 +166,16 @@ class Worker:
                 t.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._drain_jobs()
+            await self._leave_group()
         _log.info("worker stopped", worker=self.name)
+
+    async def _leave_group(self) -> None:
+        """Remove this worker's consumer if it holds no pending hint (else left for reclaim)."""
+        try:
+            if await self._bus.delete_consumer(self.name):
+                _log.info("consumer removed from the group", worker=self.name)
+        except Exception as exc:  # the reclaimers prune it later
+            _log.warning("could not remove the consumer", worker=self.name, error=str(exc))
 
     async def _drain_jobs(self) -> None:
         if not self._tasks:
@@ -170,7 +198,7 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             try:
-                deliveries = await self._bus.read(self.name, count=free, block_ms=1000)
+                deliveries = await self._bus.read(self.name, count=free, block_ms=self._block_ms)
                 delay = 0.1
             except Unavailable as exc:
                 _log.warning("cannot read hints", error=str(exc), retry_in=delay)
@@ -238,7 +266,11 @@ class Worker:
                 halt.set()
             self._halts.add(halt)
             keeper = asyncio.create_task(self._keep(lock, job, halt))
+            suspect = False
             try:
+                if job.reclaimed and await self._store.attempted(tenant, execution_id):
+                    await self._suspects.acquire()
+                    suspect = True
                 while True:
                     ids = job.take()
                     await self._engine.drain(tenant, execution_id, halt)
@@ -250,6 +282,8 @@ class Worker:
                 while job.more:  # hints that came during the last pass: covered the same way
                     await self._bus.ack(job.take())
             finally:
+                if suspect:
+                    self._suspects.release()
                 keeper.cancel()
                 self._halts.discard(halt)
         except ActionMissing as exc:
@@ -353,6 +387,11 @@ class Worker:
                 await self._too_many_deliveries(d)
                 continue
             await self._dispatch(d, reclaimed=True)
+        pruned = await self._bus.prune_consumers(
+            int(self.settings.claim_timeout * _PRUNE_AFTER_CLAIM_TIMEOUTS * 1000))
+        if pruned:
+            self.metrics.consumers_pruned.inc(len(pruned))
+            _log.info("removed idle consumers with nothing pending", consumers=pruned)
 
     async def _too_many_deliveries(self, d: Delivery) -> None:
         assert d.hint is not None
@@ -401,6 +440,21 @@ class Worker:
             _log.info("re-hinted lagging executions", count=len(hints))
 
     async def _gauges(self) -> None:
-        length, pending = await self._bus.stats()
-        self.metrics.stream_length.set(length)
-        self.metrics.stream_pending.set(pending)
+        # Each side on its own: one service down leaves the other's gauges current.
+        redis, postgres = await asyncio.gather(
+            check_redis(self._bus, self._thresholds, examples=0),
+            check_postgres(self._health, self._thresholds, examples=0),
+            return_exceptions=True)
+        m = self.metrics
+        if not isinstance(redis, BaseException):
+            m.stream_length.set(redis.stream_length)
+            m.stream_pending.set(redis.stream_pending)
+            m.stale_pending_hints.set(redis.stale_pending_hints.count)
+            m.idle_consumers.set(redis.idle_consumers.count)
+        if not isinstance(postgres, BaseException):
+            m.stuck_executions.set(postgres.stuck_executions.count)
+            m.dead_events.set(postgres.dead_events.count)
+            m.unpublished_events.set(postgres.unpublished_events.count)
+        for result in (redis, postgres):
+            if isinstance(result, BaseException):
+                raise result

@@ -78,6 +78,17 @@ class ProcessingStore:
                 " AND processed_seq < last_seq AND blocked_seq IS NULL", tenant, execution_id)
         return last
 
+    async def attempted(self, tenant: str, execution_id: str) -> bool:
+        """Whether a worker already started on the next unprocessed event (and did not
+        finish: it died, stalled or lost its lease)."""
+        async with self._db.connection() as conn:
+            return bool(await conn.fetchval(
+                "SELECT p.attempts > 0 FROM executions x JOIN event_processing p"
+                " ON p.tenant_id = x.tenant_id AND p.execution_id = x.execution_id"
+                " AND p.seq = x.processed_seq + 1"
+                " WHERE x.tenant_id = $1 AND x.execution_id = $2 AND x.blocked_seq IS NULL",
+                tenant, execution_id))
+
     async def head(self, tenant: str, execution_id: str) -> tuple[int, int | None]:
         """The log's last seq and the blocked seq, to see whether more work arrived."""
         async with self._db.connection() as conn:

@@ -74,6 +74,18 @@ async def test_take_lease_bumps_the_epoch(settings: Settings, executions: Execut
     assert (p["attempts"], p["worker"]) == (2, "w2")  # a worker that vanished leaves a count
 
 
+async def test_attempted_says_whether_a_worker_started_the_next_event(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore) -> None:
+    await _start(executions, settings.tenant, "x1", extra=1)
+    assert not await processing.attempted(settings.tenant, "x1")
+    lease = await processing.take_lease(settings.tenant, "x1", "w1")  # then it vanishes
+    assert lease is not None
+    assert await processing.attempted(settings.tenant, "x1")
+    await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    assert not await processing.attempted(settings.tenant, "x1")  # seq 2: nobody started it
+    assert not await processing.attempted(settings.tenant, "missing")
+
+
 async def test_take_lease_of_unknown_execution_is_none(settings: Settings,
                                                        processing: ProcessingStore) -> None:
     assert await processing.take_lease(settings.tenant, "missing", "w1") is None

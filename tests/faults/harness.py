@@ -132,6 +132,17 @@ class Stack:
         self.api = Proc("api", [str(BIN / "flowrt"), "api"], self.env(**env), self.tmp_path)
         return self.api
 
+    def restart_api(self, **env: str) -> Proc:
+        """Stop the API (SIGTERM, must exit 0) and start it again with ``env``."""
+        assert self.api is not None
+        code = self.api.terminate()
+        assert code == 0, f"api exited {code}:\n{self.api.output()[-3000:]}"
+        self.retired.append(self.api)
+        self.api = Proc(f"api{len(self.retired)}", [str(BIN / "flowrt"), "api"],
+                        self.env(**env), self.tmp_path)
+        wait_http(f"{self.base_url}/healthz", self.api)
+        return self.api
+
     def start_worker(self, **env: str) -> Proc:
         self._count += 1
         name = f"worker{self._count}"
@@ -159,6 +170,16 @@ class Stack:
             assert code == 0, f"{proc.name} exited {code}:\n{proc.output()[-3000:]}"
         self.workers = {n: v for n, v in self.workers.items() if v[0] is not proc}
         self.retired.append(proc)
+
+    def replace_dead_workers(self) -> int:
+        """What a supervisor does: start a new worker for each one that died."""
+        dead = [p for p, _ in self.workers.values() if not p.alive()]
+        for proc in dead:
+            proc.terminate()  # only closes its log: it is gone already
+            self.workers = {n: v for n, v in self.workers.items() if v[0] is not proc}
+            self.retired.append(proc)
+            self.start_worker()
+        return len(dead)
 
     def worker_metrics(self) -> list[str]:
         """The metrics page of every live worker."""
