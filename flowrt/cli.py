@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the commands import these lazily, to keep start-up light
     from .app import App
     from .definition import Workflow
     from .events import RecordedEvent
+    from .health import Report, Thresholds
 
 __all__ = ["main", "worker_main"]
 
@@ -140,10 +141,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 async def _worker(s: Settings, app: App) -> int:
     from .worker import Worker
 
-    async with Worker(s, app) as worker:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
+    worker = Worker(s, app)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before entering: start-up may wait
+        loop.add_signal_handler(sig, worker.stop)
+    async with worker:
         await worker.run()
     return 0
 
@@ -232,6 +234,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .health import Thresholds
+    from .health_report import render_json, render_text
+
+    s = _settings(args)
+    thresholds = Thresholds.for_settings(s, behind=args.behind, unpublished=args.unpublished)
+    report = asyncio.run(_diagnose(s, thresholds))
+    if args.json:
+        sys.stdout.buffer.write(render_json(report) + b"\n")
+    else:
+        print(render_text(report))
+    return 0 if report.healthy else 1
+
+
+async def _diagnose(s: Settings, thresholds: Thresholds) -> Report:
+    from .bus import Bus, Keys
+    from .health import diagnose
+    from .store import Database
+    from .store.health import HealthStore
+
+    async with Database(s.database_url, max_size=2, timeout=s.db_timeout) as db, \
+            Bus(s.redis_url, Keys(s.redis_prefix), timeout=s.redis_timeout) as bus:
+        return await diagnose(HealthStore(db), bus, thresholds)
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from .dev import run_dev
 
@@ -250,6 +277,16 @@ def _connection_flags(p: argparse.ArgumentParser, redis: bool = True) -> None:
     p.add_argument("--database-url", help="PostgreSQL URL (env FLOWRT_DATABASE_URL)")
     if redis:
         p.add_argument("--redis-url", help="Redis URL (env FLOWRT_REDIS_URL)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
 
 
 def _worker_flags(p: argparse.ArgumentParser) -> None:
@@ -313,6 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("execution_id", metavar="EXECUTION_ID")
     _connection_flags(p, redis=False)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "doctor", help="check for stuck executions, dead events and stale hints",
+        description="Exit 0 when healthy, 1 when something is stuck or Redis does not"
+                    " answer. Checks executions behind, dead events, unpublished events,"
+                    " hints pending past FLOWRT_CLAIM_TIMEOUT and idle consumers holding"
+                    " them.")
+    p.add_argument("--behind", type=_seconds, metavar="SECONDS",
+                   help="an execution whose next event waited longer is stuck (default 60)")
+    p.add_argument("--unpublished", type=_seconds, metavar="SECONDS",
+                   help="an event whose hint is unpublished longer is stuck (default 60)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _connection_flags(p)
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("dev", help="run the whole stack locally with the demo workflow")
     _connection_flags(p)

@@ -55,3 +55,24 @@ class Metrics:
         self.stream_pending = Gauge(
             "flowrt_stream_pending", "Hints delivered to a consumer and not yet acknowledged.",
             registry=registry)
+        self.consumers_pruned = Counter(
+            "flowrt_consumers_pruned_total",
+            "Idle consumers with nothing pending removed from the group.", registry=registry)
+        # What `flowrt doctor` checks, as every worker sees it (see flowrt.health).
+        self.stuck_executions = Gauge(
+            "flowrt_stuck_executions",
+            "Executions not blocked whose next event has waited unprocessed over 60 s.",
+            registry=registry)
+        self.dead_events = Gauge(
+            "flowrt_dead_events", "Events marked dead (each blocks its execution).",
+            registry=registry)
+        self.unpublished_events = Gauge(
+            "flowrt_unpublished_events",
+            "Events whose hint has not reached Redis 60 s after the append.", registry=registry)
+        self.stale_pending_hints = Gauge(
+            "flowrt_stale_pending_hints",
+            "Hints pending (unacknowledged) longer than the claim timeout.", registry=registry)
+        self.idle_consumers = Gauge(
+            "flowrt_idle_consumers",
+            "Consumers holding pending hints, idle longer than the claim timeout.",
+            registry=registry)

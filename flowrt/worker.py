@@ -117,11 +117,7 @@ class Worker:
         await self._db.start()
         await self._bus.start()
         try:
-            for wf in self.app.workflows:
-                created = await self._definitions.register(self.settings.tenant, wf)
-                _log.info("definition registered" if created else "definition already registered",
-                          workflow=wf.name, version=wf.version)
-            await self._bus.ensure_group()
+            await self._prepare()
             if self.settings.metrics_port:
                 self._metrics_server, _thread = start_http_server(
                     self.settings.metrics_port, addr=self.settings.host,
@@ -133,6 +129,31 @@ class Worker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()
+
+    async def _prepare(self) -> None:
+        """Register the app's definitions and make sure the group exists.
+
+        A worker may start before PostgreSQL or Redis (a whole-stack restart in any
+        order): it waits for them, with back-off, until ``stop()``; a real error (a
+        definition that conflicts with the registered one) still fails at once.
+        """
+        delay = 0.2
+        while True:
+            try:
+                for wf in self.app.workflows:
+                    created = await self._definitions.register(self.settings.tenant, wf)
+                    _log.info("definition registered" if created
+                              else "definition already registered",
+                              workflow=wf.name, version=wf.version)
+                await self._bus.ensure_group()
+                return
+            except Unavailable as exc:
+                if self._stopping.is_set():
+                    return  # run() returns at once
+                _log.warning("waiting for dependencies", error=str(exc), retry_in=delay)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
 
     async def _close(self) -> None:
         if self._metrics_server is not None:

@@ -6,6 +6,6 @@ any of it (the relay and the reconciler rebuild what matters).
 
 from .keys import Keys
 from .lock import Lock
-from .stream import Bus, Delivery
+from .stream import Bus, Consumer, Delivery, PendingHint
 
-__all__ = ["Bus", "Delivery", "Keys", "Lock"]
+__all__ = ["Bus", "Consumer", "Delivery", "Keys", "Lock", "PendingHint"]

@@ -1,4 +1,5 @@
-"""``Bus``: owns the Redis client; publishes, reads, acks, reclaims and dead-letters hints."""
+"""``Bus``: owns the Redis client; publishes, reads, acks, reclaims and dead-letters hints,
+and reports on the consumer group (stale pending hints, consumers) and prunes it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .errors_map import unavailable
 from .keys import GROUP, Keys
 from .lock import Lock
 
-__all__ = ["Bus", "Delivery", "unavailable"]
+__all__ = ["Bus", "Consumer", "Delivery", "PendingHint", "unavailable"]
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,6 +27,24 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     message_id: str
     hint: Hint | None  # None when the fields were unreadable (acked and dropped)
     deliveries: int = 1
+
+
+class PendingHint(msgspec.Struct, frozen=True, kw_only=True):
+    """A hint delivered to a consumer and not acknowledged yet."""
+
+    message_id: str
+    consumer: str
+    idle_ms: int  # since it was last delivered (or touched)
+    deliveries: int
+    hint: Hint | None  # None when the entry was deleted or is unreadable
+
+
+class Consumer(msgspec.Struct, frozen=True, kw_only=True):
+    """One consumer of the group (one per worker process that ever read)."""
+
+    name: str
+    pending: int  # hints delivered to it and not acknowledged
+    idle_ms: int  # since it last read, claimed or touched
 
 
 def _script(name: str) -> str:
@@ -66,6 +85,7 @@ class Bus:
         self._acquire = self._client.register_script(_script("acquire.lua"))
         self._extend = self._client.register_script(_script("extend.lua"))
         self._release = self._client.register_script(_script("release.lua"))
+        self._prune = self._client.register_script(_script("prune_consumers.lua"))
 
     def lock(self, tenant: str, execution_id: str, ttl: float) -> Lock:
         """A new, not yet acquired lock on one execution."""
@@ -209,3 +229,79 @@ class Bus:
             except rexc.ResponseError:
                 return int(length), 0
         return int(length), int(pending["pending"])
+
+    async def dead_letter_count(self) -> int:
+        """Entries in the dead-letter stream (kept as history; nothing trims it)."""
+        async with unavailable():
+            return int(await self.client.xlen(self.keys.dead))
+
+    async def stale_pending(self, min_idle_ms: int, examples: int,
+                            page: int = 1000) -> tuple[int, list[PendingHint]]:
+        """Pending hints idle at least ``min_idle_ms`` (XPENDING IDLE, paged to the end).
+
+        Returns how many, and the first ``examples`` of them (oldest ids first) with the
+        hint each carries. ``(0, [])`` when the stream or the group is missing.
+        """
+        found: list[dict[str, Any]] = []
+        count = 0
+        start = "-"
+        async with unavailable():
+            while True:
+                try:
+                    rows: Any = await self.client.xpending_range(
+                        self.keys.stream, GROUP, start, "+", page, idle=min_idle_ms)
+                except rexc.ResponseError as exc:
+                    if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                        return 0, []
+                    raise
+                count += len(rows)
+                found.extend(rows[:max(examples - len(found), 0)])
+                if len(rows) < page:
+                    break
+                start = f"({rows[-1]['message_id']}"  # exclusive: after the last one seen
+            hints = await self._hints([r["message_id"] for r in found])
+        return count, [PendingHint(message_id=r["message_id"], consumer=r["consumer"],
+                                   idle_ms=int(r["time_since_delivered"]),
+                                   deliveries=int(r["times_delivered"]),
+                                   hint=hints.get(r["message_id"]))
+                       for r in found]
+
+    async def _hints(self, ids: list[str]) -> dict[str, Hint | None]:
+        if not ids:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for mid in ids:
+                pipe.xrange(self.keys.stream, mid, mid)
+            replies = await pipe.execute()
+        return {mid: _hint(reply[0][1] if reply else None)
+                for mid, reply in zip(ids, replies, strict=True)}
+
+    async def consumers(self) -> list[Consumer]:
+        """The group's consumers (XINFO CONSUMERS); none when the stream or group is missing."""
+        async with unavailable():
+            try:
+                rows: Any = await self.client.xinfo_consumers(self.keys.stream, GROUP)
+            except rexc.ResponseError as exc:
+                if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                    return []
+                raise
+        return [Consumer(name=r["name"], pending=int(r["pending"]), idle_ms=int(r["idle"]))
+                for r in rows]
+
+    async def prune_consumers(self, min_idle_ms: int) -> list[str]:
+        """Delete the consumers that hold no pending hint and were idle ``min_idle_ms`` or more.
+
+        Atomic (one script): a consumer with pending hints is never deleted, so no hint
+        is dropped. A deleted consumer that reads again is simply recreated by Redis.
+        Returns the names deleted.
+        """
+        async with unavailable():
+            deleted: Any = await self._prune(keys=[self.keys.stream],
+                                             args=[GROUP, min_idle_ms])
+        return [str(name) for name in deleted]
+
+    async def delete_consumer(self, consumer: str) -> bool:
+        """Delete this consumer if it holds no pending hint (a worker leaving the group)."""
+        async with unavailable():
+            deleted: Any = await self._prune(keys=[self.keys.stream], args=[GROUP, 0, consumer])
+        return bool(deleted)

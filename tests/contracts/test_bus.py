@@ -260,3 +260,125 @@ async def test_not_started_and_closed(redis_server_url: str, redis_prefix: str) 
     await b.close()
     with pytest.raises(RuntimeError):
         await b.start()
+
+
+# --- the group's health: stale pending hints, consumers, pruning ------------------------
+
+
+async def _consumers(client: aioredis.Redis, keys: Keys) -> dict[str, dict]:
+    return {c["name"]: c for c in await client.xinfo_consumers(keys.stream, GROUP)}
+
+
+async def test_prune_consumers_keeps_pending_and_fresh_deletes_idle_empty(
+        bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(1)])
+    [held] = await bus.read("busy", 10, BLOCK_MS)  # pending 1, as idle as the empty one
+    await redis_client.xgroup_createconsumer(bus.keys.stream, GROUP, "gone")
+    await asyncio.sleep(0.3)
+    await redis_client.xgroup_createconsumer(bus.keys.stream, GROUP, "fresh")
+
+    assert await bus.prune_consumers(200) == ["gone"]
+
+    consumers = await _consumers(redis_client, bus.keys)
+    assert set(consumers) == {"busy", "fresh"}
+    assert consumers["busy"]["pending"] == 1
+    assert list(await _pending(redis_client, bus.keys)) == [held.message_id]
+    assert await bus.prune_consumers(200) == []  # busy still holds its hint
+
+
+async def test_prune_consumers_deletes_a_consumer_once_its_hints_are_reclaimed(
+        bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(1)])
+    await bus.read("dead-worker", 10, BLOCK_MS)
+    await asyncio.sleep(0.15)
+    [claimed], _ = await bus.reclaim("live-worker", 100)
+    assert await bus.prune_consumers(100) == ["dead-worker"]
+    assert set(await _consumers(redis_client, bus.keys)) == {"live-worker"}
+    assert list(await _pending(redis_client, bus.keys)) == [claimed.message_id]
+
+
+async def test_prune_consumers_without_stream_or_group(bus: Bus,
+                                                       redis_client: aioredis.Redis) -> None:
+    assert await bus.prune_consumers(0) == []  # no stream
+    await redis_client.xadd(bus.keys.stream, {"t": "default", "x": "x1", "s": "1"})
+    assert await bus.prune_consumers(0) == []  # a stream, no group
+
+
+async def test_delete_consumer_only_when_nothing_is_pending(
+        bus: Bus, redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(1)])
+    [d] = await bus.read("a", 10, BLOCK_MS)
+    await redis_client.xgroup_createconsumer(bus.keys.stream, GROUP, "b")
+
+    assert await bus.delete_consumer("a") is False  # its hint would be lost with it
+    assert await bus.delete_consumer("b") is True  # however recently it was seen
+    assert await bus.delete_consumer("nobody") is False
+    assert set(await _consumers(redis_client, bus.keys)) == {"a"}
+
+    await bus.ack([d.message_id])
+    assert await bus.delete_consumer("a") is True
+    assert await _consumers(redis_client, bus.keys) == {}
+
+
+async def test_consumers(bus: Bus, redis_client: aioredis.Redis) -> None:
+    assert await bus.consumers() == []  # no stream, no group
+    await bus.ensure_group()
+    await bus.publish([_hint(1), _hint(2)])
+    await bus.read("a", 10, BLOCK_MS)
+    await redis_client.xgroup_createconsumer(bus.keys.stream, GROUP, "b")
+    got = {c.name: c for c in await bus.consumers()}
+    assert set(got) == {"a", "b"}
+    assert (got["a"].pending, got["b"].pending) == (2, 0)
+    assert all(c.idle_ms >= 0 for c in got.values())
+
+
+async def test_stale_pending_counts_idle_hints_with_what_they_carry(
+        bus: Bus, redis_client: aioredis.Redis) -> None:
+    assert await bus.stale_pending(0, 10) == (0, [])  # no stream, no group
+    await bus.ensure_group()
+    await bus.publish([_hint(i) for i in range(1, 5)])
+    old = await bus.read("ghost", 3, BLOCK_MS)
+    [fresh] = await bus.read("live", 10, BLOCK_MS)
+    ids = [d.message_id for d in old]
+    # idle for a minute, as if ghost died then; XCLAIM with IDLE counts a delivery
+    await redis_client.xclaim(bus.keys.stream, GROUP, "ghost", 0, ids, idle=60_000)
+    await redis_client.xdel(bus.keys.stream, ids[2])  # pending, its entry gone
+
+    count, examples = await bus.stale_pending(30_000, 10)
+    assert count == 3
+    assert [p.message_id for p in examples] == ids
+    assert [p.hint for p in examples] == [_hint(1), _hint(2), None]
+    assert {p.consumer for p in examples} == {"ghost"}
+    assert all(p.idle_ms >= 60_000 and p.deliveries == 2 for p in examples)
+    assert fresh.message_id not in {p.message_id for p in examples}
+
+    async def seen(min_idle_ms: int, examples: int, page: int = 1000) -> tuple[int, list[str]]:
+        n, found = await bus.stale_pending(min_idle_ms, examples, page=page)
+        return n, [p.message_id for p in found]
+
+    assert await seen(30_000, 1) == (3, ids[:1])
+    assert await seen(30_000, 0) == (3, [])
+    assert await seen(30_000, 2, page=2) == (3, ids[:2])  # counted to the end
+    assert await seen(30_000, 5, page=1) == (3, ids)
+    assert await seen(0, 10) == (4, [*ids, fresh.message_id])
+
+
+async def test_dead_letter_count(bus: Bus) -> None:
+    assert await bus.dead_letter_count() == 0
+    await bus.ensure_group()
+    await bus.publish([_hint(1)])
+    [d] = await bus.read("a", 10, BLOCK_MS)
+    await bus.dead_letter(d, "poison")
+    assert await bus.dead_letter_count() == 1
+
+
+async def test_health_reads_against_closed_port_are_bus_unavailable() -> None:
+    async with Bus(f"redis://127.0.0.1:{closed_port()}/0", Keys("flowrt-test-dead"),
+                   timeout=1.0) as dead:
+        for call in (dead.consumers(), dead.stale_pending(0, 1), dead.dead_letter_count(),
+                     dead.prune_consumers(0), dead.delete_consumer("a")):
+            with pytest.raises(BusUnavailable):
+                await call

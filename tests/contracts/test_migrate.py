@@ -58,8 +58,8 @@ async def _versions(url: str) -> list[tuple[int, str]]:
         await conn.close()
 
 
-ALL = ["0001_init.sql", "0002_append_function.sql"]
-VERSIONS = [(1, "init"), (2, "append_function")]
+ALL = ["0001_init.sql", "0002_append_function.sql", "0003_dead_events_index.sql"]
+VERSIONS = [(1, "init"), (2, "append_function"), (3, "dead_events_index")]
 
 
 def test_migrations_are_found_in_order() -> None:

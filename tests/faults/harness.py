@@ -129,7 +129,8 @@ class Stack:
 
     # processes -----------------------------------------------------------------
     def start_api(self, **env: str) -> Proc:
-        self.api = Proc("api", [str(BIN / "flowrt"), "api"], self.env(**env), self.tmp_path)
+        name = f"api{len(self.retired)}" if self.retired else "api"  # one log file each
+        self.api = Proc(name, [str(BIN / "flowrt"), "api"], self.env(**env), self.tmp_path)
         return self.api
 
     def restart_api(self, **env: str) -> Proc:
@@ -138,8 +139,8 @@ class Stack:
         code = self.api.terminate()
         assert code == 0, f"api exited {code}:\n{self.api.output()[-3000:]}"
         self.retired.append(self.api)
-        self.api = Proc(f"api{len(self.retired)}", [str(BIN / "flowrt"), "api"],
-                        self.env(**env), self.tmp_path)
+        self.start_api(**env)
+        assert self.api is not None
         wait_http(f"{self.base_url}/healthz", self.api)
         return self.api
 

@@ -9,7 +9,7 @@ import asyncio
 import time
 
 from tests.faults.checks import check
-from tests.faults.harness import Client, PendingSampler, Stack
+from tests.faults.harness import Client, PendingSampler, Stack, eventually
 from tests.faults.proxy import CuttingProxy
 
 # 6 ------------------------------------------------------------------------------------
@@ -22,8 +22,7 @@ async def test_postgres_stopped_and_restarted_under_load(tmp_path, report):
         assert stack.api is not None
         pids["api"] = stack.api.pid
         load = asyncio.create_task(client.load([f"x{i}" for i in range(20)], 20, concurrency=8))
-        while len(client.ledger.tries) < 100:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: _tries_at_least(client, 100), 30, "load did not start")
 
         stack.pg_server.stop(mode="immediate")  # pg_ctl stop -m immediate: no checkpoint
         down = time.monotonic()
@@ -50,6 +49,10 @@ async def test_postgres_stopped_and_restarted_under_load(tmp_path, report):
                replayed_after_retry=retried,
                recovery_after_restart_s=round(time.monotonic() - back, 1),
                drain_wait_s=round(recovery, 1), max_delivery_count=sampler.max_deliveries)
+
+
+async def _tries_at_least(client: Client, n: int) -> bool:
+    return len(client.ledger.tries) >= n
 
 
 # 7 ------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Scenarios 1, 2, 10 and 11 of the reliability issue (docs/guarantees.md has the t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -173,3 +174,86 @@ async def test_sigstop_past_lock_ttl_is_fenced(tmp_path, report):
             await conn.close()
         report(**figures, takeover_after_stop_s=round(took_over, 1),
                fenced_commits=lost(), max_delivery_count=sampler.max_deliveries)
+
+
+# 10 -----------------------------------------------------------------------------------
+
+
+async def test_backlog_drains_and_a_second_worker_joins(tmp_path, report):
+    async with Stack(tmp_path, workers=1) as stack, PendingSampler(stack) as sampler, \
+            Client(stack.base_url) as client:
+        ids = [f"b{i}" for i in range(200)]
+        started = time.monotonic()
+        # 200 starts + 4,800 items; each action takes 0.1 s, so one worker (16 at a
+        # time) falls behind, and one execution's pass outlives the claim timeout
+        await client.load(ids, 24, concurrency=16,
+                          body=lambda _x, _n: {"name": "item", "payload": {"sleep": 0.1}})
+        ingested = time.monotonic() - started
+        conn = await stack.pg()
+        try:
+            backlog = await conn.fetchval(
+                "SELECT count(*) FROM event_processing WHERE status = 'pending'")
+        finally:
+            await conn.close()
+        stack.start_worker()  # a second worker joins the backlog
+        stack.wait_ready()
+        drained = await stack.wait_drained(180)
+        total = time.monotonic() - started
+        # Every worker stayed alive and busy: nothing was reclaimed, no hint was
+        # delivered twice (the lock keeper keeps the claims of live work fresh).
+        reclaimed = stack.worker_metric("flowrt_messages_reclaimed_total")
+        assert reclaimed == 0, reclaimed
+        assert sampler.max_deliveries <= 1, sampler.max_deliveries
+        figures = await check(stack, client.ledger)
+        assert figures["events"] == 5000
+        report(**figures, backlog_when_second_joined=backlog, ingest_s=round(ingested, 1),
+               drained_after_join_s=round(drained, 1), total_s=round(total, 1),
+               processed_per_s=round(5000 / total), reclaimed=reclaimed,
+               max_delivery_count=sampler.max_deliveries, max_pending=sampler.max_pending)
+
+
+# 11 -----------------------------------------------------------------------------------
+
+
+async def test_consumer_churn(tmp_path, report):
+    async with Stack(tmp_path, workers=2) as stack, PendingSampler(stack) as sampler, \
+            Client(stack.base_url) as client:
+        load = asyncio.create_task(client.load([f"c{i}" for i in range(40)], 25, concurrency=8))
+        names: set[str] = set()
+        for n in range(20):
+            await asyncio.sleep(0.4)
+            victim = next(iter(stack.workers.values()))[0]
+            # alternate: a clean stop, then a crash
+            stack.retire(victim, how="term" if n % 2 == 0 else "kill9")
+            stack.start_worker()
+            stack.wait_ready()  # a SIGTERM before its handlers exist would just kill it
+        await load
+        drained = await stack.wait_drained(90)
+        figures = await check(stack, client.ledger)  # no pending hint was lost
+
+        live = set()
+        for proc, _port in stack.workers.values():
+            for line in proc.output().splitlines():
+                if '"worker started"' in line:
+                    live.add(json.loads(line)["worker"])
+        assert len(live) == len(stack.workers)
+        for proc in stack.retired:
+            for line in proc.output().splitlines():
+                if '"worker started"' in line:
+                    names.add(json.loads(line)["worker"])
+        assert len(names) == 20
+
+        redis = stack.redis()
+        try:
+            async def only_live_consumers() -> bool:
+                consumers = await redis.xinfo_consumers(stack.keys.stream, GROUP)
+                return {c["name"] for c in consumers} <= live
+
+            # the crashed ones are pruned once idle for 3 claim timeouts (9 s here)
+            pruned_after = await eventually(only_live_consumers, 30, "dead consumers remain")
+            consumers = await redis.xinfo_consumers(stack.keys.stream, GROUP)
+        finally:
+            await redis.aclose()
+        report(**figures, restarts=20, drain_wait_s=round(drained, 1),
+               consumers_left=len(consumers), dead_consumers_gone_after_s=round(pruned_after, 1),
+               max_delivery_count=sampler.max_deliveries)

@@ -97,8 +97,8 @@ def test_version() -> None:
 
 
 HELP = [
-    ([], ["migrate", "api", "worker", "workflows", "replay", "export", "dev", "--version",
-          "--debug", "FLOWRT_"]),
+    ([], ["migrate", "api", "worker", "workflows", "replay", "export", "doctor", "dev",
+          "--version", "--debug", "FLOWRT_"]),
     (["migrate"], ["--database-url", "--sql-dir"]),
     (["api"], ["--database-url", "--redis-url", "--host", "--port"]),
     (["worker"], ["--app", "--database-url", "--redis-url", "--metrics-port", "--concurrency"]),
@@ -108,6 +108,8 @@ HELP = [
     (["replay"], ["EXECUTION_ID", "--until", "--json", "--definition", "--log",
                   "--database-url", "Exit 0"]),
     (["export"], ["EXECUTION_ID", "--database-url"]),
+    (["doctor"], ["--behind", "--unpublished", "--json", "--database-url", "--redis-url",
+                  "Exit 0"]),
     (["dev"], ["--app", "--workers", "--port", "--database-url", "--redis-url"]),
 ]
 
@@ -362,7 +364,7 @@ def test_invalid_flag_names_the_flag() -> None:
 
 @pytest.mark.parametrize("command", [
     ["migrate"], ["workflows", "list"], ["workflows", "apply", str(DEMO_YAML)],
-    ["replay", "some-id"], ["export", "some-id"],
+    ["replay", "some-id"], ["export", "some-id"], ["doctor"], ["doctor", "--json"],
 ], ids=" ".join)
 def test_postgres_unreachable_is_one_line(command: list[str]) -> None:
     r = flowrt(*command, env=offline_env())
@@ -690,3 +692,134 @@ def test_dev_with_given_services_runs_the_stack_and_stops_on_sigterm(settings: S
                 with contextlib.suppress(OSError):
                     if b"flowrt" in Path(f"/proc/{pid}/cmdline").read_bytes():
                         os.kill(pid, signal.SIGKILL)
+
+
+# --- doctor -------------------------------------------------------------------------------
+
+
+def _stuck(settings: Settings) -> None:
+    """A lagging execution (its next event appended two minutes ago) and a dead event."""
+    from tests.support.stuck import add_execution
+
+    async def write() -> None:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await add_execution(conn, "lagging-1", events=3, processed=1, age=125)
+            await add_execution(conn, "poisoned-1", events=2, processed=1, dead_seq=2,
+                                error="delivered 6 times (max 5) and attempted 5+ times")
+        finally:
+            await conn.close()
+
+    asyncio.run(write())
+
+
+def check_rows(text: str) -> dict[str, list[str]]:
+    """The summary table of `flowrt doctor`, by check name."""
+    lines = text.split("\n\n")[0].splitlines()
+    assert re.split(r"\s{2,}", lines[0]) == ["CHECK", "COUNT", "STATUS", "RULE"], lines[0]
+    return {row[0]: row[1:] for row in (re.split(r"\s{2,}", line) for line in lines[1:])}
+
+
+def test_doctor_healthy_exits_0(settings: Settings) -> None:
+    r = flowrt("doctor", env=settings_env(settings))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr == ""
+    checks = check_rows(r.stdout)
+    assert list(checks) == ["stuck executions", "dead events", "unpublished events",
+                            "stale pending hints", "idle consumers"]
+    assert all(row[:2] == ["0", "ok"] for row in checks.values()), checks
+    assert checks["stale pending hints"][2].endswith("idle over 2s")  # FLOWRT_CLAIM_TIMEOUT
+    assert r.stdout.splitlines()[-1] == "flowrt doctor: healthy"
+
+
+def test_doctor_something_stuck_exits_1_with_a_readable_report(settings: Settings) -> None:
+    _stuck(settings)
+    r = flowrt("doctor", env=settings_env(settings))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr == ""
+    checks = check_rows(r.stdout)
+    assert checks["stuck executions"] == ["1", "STUCK",
+                                          "not blocked, next event waiting over 60s"]
+    assert checks["dead events"][:2] == ["1", "STUCK"]
+    assert checks["unpublished events"][:2] == ["0", "ok"]
+    sections = r.stdout.split("\n\n")
+    stuck = sections[1].splitlines()
+    assert stuck[0] == "stuck executions (oldest first): 1"
+    assert re.split(r"\s{2,}", stuck[1].strip()) == [
+        "TENANT", "EXECUTION", "WORKFLOW", "PROCESSED", "LAST", "WAITING"]
+    *row, waiting = re.split(r"\s{2,}", stuck[2].strip())
+    assert row == ["default", "lagging-1", "wf", "1", "3"]
+    assert re.fullmatch(r"2m0[5-9]s", waiting), waiting  # appended 125 s before the run
+    dead = sections[2].splitlines()
+    assert dead[0] == "dead events (oldest first): 1"
+    row = re.split(r"\s{2,}", dead[2].strip())
+    assert row[:4] == ["default", "poisoned-1", "2", "tick"]
+    assert row[-1] == "delivered 6 times (max 5) and attempted 5+ times"
+    assert r.stdout.splitlines()[-1] == "flowrt doctor: 2 problem(s): stuck executions, dead events"
+
+    # a longer --behind: the lagging execution is not stuck yet; the dead event still is
+    r = flowrt("doctor", "--behind", "600", env=settings_env(settings))
+    assert r.returncode == 1
+    assert check_rows(r.stdout)["stuck executions"][:2] == ["0", "ok"]
+    assert r.stdout.splitlines()[-1] == "flowrt doctor: 1 problem(s): dead events"
+
+
+def test_doctor_json(settings: Settings) -> None:
+    env = settings_env(settings)
+    healthy = flowrt("doctor", "--json", env=env)
+    assert healthy.returncode == 0, healthy.stderr
+    doc = json.loads(healthy.stdout)
+    assert (doc["healthy"], doc["problems"]) == (True, [])
+    assert doc["thresholds"] == {"behind": 60.0, "unpublished": 60.0, "idle": 2.0}
+
+    _stuck(settings)
+    r = flowrt("doctor", "--json", "--unpublished", "30", env=env)
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["healthy"], doc["problems"]) == (False, ["stuck_executions", "dead_events"])
+    assert doc["thresholds"]["unpublished"] == 30.0
+    stuck = doc["postgres"]["stuck_executions"]
+    assert stuck["count"] == 1
+    assert stuck["examples"][0]["execution_id"] == "lagging-1"
+    assert 124 < stuck["examples"][0]["waiting"] < 600
+    [dead] = doc["postgres"]["dead_events"]["examples"]
+    assert (dead["execution_id"], dead["seq"]) == ("poisoned-1", 2)
+    assert doc["redis"]["stale_pending_hints"] == {"count": 0, "examples": []}
+    assert doc["redis_error"] is None
+
+
+def test_doctor_redis_unreachable_reports_postgres_and_exits_1(settings: Settings) -> None:
+    env = settings_env(settings, FLOWRT_REDIS_URL=f"redis://127.0.0.1:{closed_port()}/0")
+    r = flowrt("doctor", env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    checks = check_rows(r.stdout)
+    assert checks["dead events"][:2] == ["0", "ok"]
+    assert checks["stale pending hints"][:2] == ["-", "UNREACHABLE"]
+    assert checks["idle consumers"][:2] == ["-", "UNREACHABLE"]
+    assert any(line.startswith("redis: unreachable: Redis unavailable")
+               for line in r.stdout.splitlines())
+    assert r.stdout.splitlines()[-1] == "flowrt doctor: 1 problem(s): redis unreachable"
+    j = flowrt("doctor", "--json", env=env)
+    assert j.returncode == 1
+    doc = json.loads(j.stdout)
+    assert doc["redis"] is None and "Redis unavailable" in doc["redis_error"]
+    assert doc["problems"] == ["redis_unreachable"]
+
+
+def test_doctor_postgres_unreachable_masks_the_password() -> None:
+    port = closed_port()
+    r = flowrt("doctor", env=offline_env(
+        FLOWRT_DATABASE_URL=f"postgresql://flowrt:s3cret@127.0.0.1:{port}/none"))
+    assert r.returncode == 1
+    assert "PostgreSQL unavailable" in one_error_line(r)
+    assert "s3cret" not in r.stderr
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+def test_doctor_bad_threshold_is_a_usage_error(value: str) -> None:
+    r = flowrt("doctor", "--behind", value, env=offline_env())
+    assert r.returncode == 2
+    assert "--behind" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -195,3 +195,26 @@ async def test_worker_without_an_action_leaves_the_event_for_one_that_has_it(set
         async with running_worker(settings, full, name="w-full-again"):
             x = await processed(client, eid, 2)
     assert x["status"] == "running" and rec.count("work") == 1
+
+
+async def test_worker_started_before_its_dependencies_waits_and_stops_cleanly(settings):
+    """A whole-stack restart may start workers first: they wait instead of exiting."""
+    from flowrt.worker import Worker
+    from tests.conftest import free_port
+
+    app = App()
+    app.add_definition(FLOW)
+    Recorder(app).action("work")
+    down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+                   db_timeout=0.5)
+    worker = Worker(down, app, name="w-early")
+
+    async def lifecycle() -> None:
+        async with worker:
+            await worker.run()
+
+    task = asyncio.create_task(lifecycle())
+    await asyncio.sleep(1.5)
+    assert not task.done(), task  # still waiting for PostgreSQL, not failed
+    worker.stop()
+    await asyncio.wait_for(task, 5)  # no exception: a clean stop
