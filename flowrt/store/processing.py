@@ -183,15 +183,17 @@ class ProcessingStore:
     async def lagging(self, grace: float, limit: int) -> list[Hint]:
         """Executions whose next unprocessed event has waited longer than ``grace``."""
         async with self._db.connection() as conn:
-            # LATERAL: one primary-key lookup per lagging execution (found through the
-            # partial index), never a scan of the whole log.
+            # Lagging executions from their partial index, then one primary-key look-up
+            # each for the next event's age. MATERIALIZED, with the look-up as a
+            # subquery: the planner misjudges how few executions lag (two columns
+            # compared) and would otherwise hash-join a scan of the whole log.
             rows = await conn.fetch(
-                "SELECT x.tenant_id, x.execution_id, x.last_seq FROM executions x"
-                " CROSS JOIN LATERAL (SELECT e.created_at FROM events e"
-                " WHERE e.tenant_id = x.tenant_id AND e.execution_id = x.execution_id"
-                " AND e.seq = x.processed_seq + 1) e"
-                " WHERE x.processed_seq < x.last_seq AND x.blocked_seq IS NULL"
-                " AND e.created_at < now() - make_interval(secs => $1)"
-                " ORDER BY e.created_at LIMIT $2", grace, limit)
+                "WITH behind AS MATERIALIZED (SELECT x.tenant_id, x.execution_id, x.last_seq,"
+                " (SELECT e.created_at FROM events e WHERE e.tenant_id = x.tenant_id"
+                " AND e.execution_id = x.execution_id AND e.seq = x.processed_seq + 1) AS since"
+                " FROM executions x WHERE x.processed_seq < x.last_seq AND x.blocked_seq IS NULL)"
+                " SELECT tenant_id, execution_id, last_seq FROM behind"
+                " WHERE since < now() - make_interval(secs => $1)"
+                " ORDER BY since LIMIT $2", grace, limit)
         return [Hint(tenant=r["tenant_id"], execution_id=r["execution_id"], seq=r["last_seq"])
                 for r in rows]

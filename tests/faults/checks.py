@@ -140,7 +140,9 @@ async def check(stack: Stack, ledger: Ledger, *, blocked: set[str] = frozenset()
     finally:
         await client.aclose()
 
-    return {"events": events, "executions": len(executions), "accepted": len(accepted),
+    assert stack.sampler is not None
+    return {"max_delivery_count": stack.sampler.max_deliveries, "events": events,
+            "executions": len(executions), "accepted": len(accepted),
             "committed_unanswered": len(unanswered), "dead": dead,
             "max_action_calls": calls["most"], "action_reruns": calls["reruns"],
             "responses": {str(k): v for k, v in sorted(ledger.statuses().items(),

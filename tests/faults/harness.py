@@ -6,7 +6,8 @@ on free loopback ports, stopped by pid), migrates, creates the sink tables of
 short timings. ``Client`` sends requests and keeps a ``Ledger`` of every try
 (key, body, answer); it retries 503s and dropped connections with the same
 Idempotency-Key, as a careful user would. ``PendingSampler`` watches the group's
-pending list from outside, for the largest delivery count a hint reached.
+pending list from outside (for every scenario), for the largest delivery count a
+hint reached.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Stack:
         self.retired: list[Proc] = []  # killed or stopped on purpose
         self._count = 0
         self._exits = contextlib.ExitStack()
+        self.sampler: PendingSampler | None = None  # watches deliveries from outside
 
     async def __aenter__(self) -> Stack:
         try:
@@ -88,6 +90,8 @@ class Stack:
             for _ in range(self.n_workers):
                 self.start_worker()
             self.wait_ready()
+            self.sampler = PendingSampler(self)
+            await self.sampler.__aenter__()
         except BaseException:
             await self.close(failed=True)
             raise
@@ -228,6 +232,9 @@ class Stack:
             await conn.close()
 
     async def close(self, failed: bool = False) -> None:
+        if self.sampler is not None:
+            await self.sampler.__aexit__()
+            self.sampler = None
         problems = []
         procs = [p for p, _ in self.workers.values()]
         if self.api is not None:

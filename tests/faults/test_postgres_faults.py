@@ -9,14 +9,14 @@ import asyncio
 import time
 
 from tests.faults.checks import check
-from tests.faults.harness import Client, PendingSampler, Stack, eventually
+from tests.faults.harness import Client, Stack, eventually
 from tests.faults.proxy import CuttingProxy
 
 # 6 ------------------------------------------------------------------------------------
 
 
 async def test_postgres_stopped_and_restarted_under_load(tmp_path, report):
-    async with Stack(tmp_path, workers=2) as stack, PendingSampler(stack) as sampler, \
+    async with Stack(tmp_path, workers=2) as stack, \
             Client(stack.base_url, give_up=90) as client:
         pids = {p.name: p.pid for p, _ in stack.workers.values()}
         assert stack.api is not None
@@ -48,7 +48,7 @@ async def test_postgres_stopped_and_restarted_under_load(tmp_path, report):
         report(**figures, outage_s=round(outage, 1), answered_503=statuses[503],
                replayed_after_retry=retried,
                recovery_after_restart_s=round(time.monotonic() - back, 1),
-               drain_wait_s=round(recovery, 1), max_delivery_count=sampler.max_deliveries)
+               drain_wait_s=round(recovery, 1))
 
 
 async def _tries_at_least(client: Client, n: int) -> bool:

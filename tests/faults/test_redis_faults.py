@@ -13,7 +13,7 @@ import time
 import httpx
 
 from tests.faults.checks import check
-from tests.faults.harness import Client, PendingSampler, Stack, eventually
+from tests.faults.harness import Client, Stack, eventually
 
 # What a worker logs while Redis is gone; counted to show there is no hot loop.
 _COMPLAINTS = ("cannot read hints", "hint stream or group missing", "periodic task",
@@ -48,7 +48,7 @@ def _epoch(stamp: object) -> float:
 
 
 async def test_redis_restarted_empty_under_load(tmp_path, report):
-    async with Stack(tmp_path, workers=2) as stack, PendingSampler(stack) as sampler, \
+    async with Stack(tmp_path, workers=2) as stack, \
             Client(stack.base_url) as client:
         load = asyncio.create_task(client.load([f"x{i}" for i in range(30)], 15, concurrency=8))
         await eventually(lambda: _some(client, 150), 30, "load did not start")
@@ -80,8 +80,7 @@ async def test_redis_restarted_empty_under_load(tmp_path, report):
         assert republished >= 1
         report(**figures, recovery_after_restart_s=round(time.monotonic() - back_at, 1),
                drain_wait_s=round(recovery, 1), worker_complaints=complaints,
-               complaints_per_worker_s=round(per_worker_s, 2), republished=republished,
-               max_delivery_count=sampler.max_deliveries)
+               complaints_per_worker_s=round(per_worker_s, 2), republished=republished)
 
 
 async def _some(client: Client, n: int) -> bool:

@@ -16,7 +16,7 @@ import httpx
 
 from flowrt.bus.keys import GROUP
 from tests.faults.checks import check
-from tests.faults.harness import TENANT, Client, PendingSampler, Stack, eventually, metric
+from tests.faults.harness import TENANT, Client, Stack, eventually, metric
 from tests.support.procs import Proc
 
 
@@ -61,7 +61,7 @@ async def _pending_hint_seqs(stack: Stack, x: str) -> list[int]:
 
 
 async def test_kill9_mid_action_and_after_commit_before_ack(tmp_path, report):
-    async with Stack(tmp_path, workers=2) as stack, PendingSampler(stack) as sampler, \
+    async with Stack(tmp_path, workers=2) as stack, \
             Client(stack.base_url) as client:
         conn = await stack.pg()
         try:
@@ -115,14 +115,14 @@ async def test_kill9_mid_action_and_after_commit_before_ack(tmp_path, report):
             await conn.close()
         report(**figures, recovery_after_last_kill_s=round(recovery, 1),
                recovery_after_first_kill_s=round(recovery_total, 1),
-               max_delivery_count=sampler.max_deliveries, reclaimed=reclaimed)
+               reclaimed=reclaimed)
 
 
 # 2 ------------------------------------------------------------------------------------
 
 
 async def test_sigstop_past_lock_ttl_is_fenced(tmp_path, report):
-    async with Stack(tmp_path, workers=2) as stack, PendingSampler(stack) as sampler, \
+    async with Stack(tmp_path, workers=2) as stack, \
             Client(stack.base_url) as client:
         conn = await stack.pg()
         paused: Proc | None = None
@@ -173,14 +173,14 @@ async def test_sigstop_past_lock_ttl_is_fenced(tmp_path, report):
                 os.kill(paused.pid, signal.SIGCONT)
             await conn.close()
         report(**figures, takeover_after_stop_s=round(took_over, 1),
-               fenced_commits=lost(), max_delivery_count=sampler.max_deliveries)
+               fenced_commits=lost())
 
 
 # 10 -----------------------------------------------------------------------------------
 
 
 async def test_backlog_drains_and_a_second_worker_joins(tmp_path, report):
-    async with Stack(tmp_path, workers=1) as stack, PendingSampler(stack) as sampler, \
+    async with Stack(tmp_path, workers=1) as stack, \
             Client(stack.base_url) as client:
         ids = [f"b{i}" for i in range(200)]
         started = time.monotonic()
@@ -203,20 +203,20 @@ async def test_backlog_drains_and_a_second_worker_joins(tmp_path, report):
         # delivered twice (the lock keeper keeps the claims of live work fresh).
         reclaimed = stack.worker_metric("flowrt_messages_reclaimed_total")
         assert reclaimed == 0, reclaimed
-        assert sampler.max_deliveries <= 1, sampler.max_deliveries
+        assert stack.sampler.max_deliveries <= 1, stack.sampler.max_deliveries
         figures = await check(stack, client.ledger)
         assert figures["events"] == 5000
         report(**figures, backlog_when_second_joined=backlog, ingest_s=round(ingested, 1),
                drained_after_join_s=round(drained, 1), total_s=round(total, 1),
                processed_per_s=round(5000 / total), reclaimed=reclaimed,
-               max_delivery_count=sampler.max_deliveries, max_pending=sampler.max_pending)
+               max_pending=stack.sampler.max_pending)
 
 
 # 11 -----------------------------------------------------------------------------------
 
 
 async def test_consumer_churn(tmp_path, report):
-    async with Stack(tmp_path, workers=2) as stack, PendingSampler(stack) as sampler, \
+    async with Stack(tmp_path, workers=2) as stack, \
             Client(stack.base_url) as client:
         load = asyncio.create_task(client.load([f"c{i}" for i in range(40)], 25, concurrency=8))
         names: set[str] = set()
@@ -255,5 +255,4 @@ async def test_consumer_churn(tmp_path, report):
         finally:
             await redis.aclose()
         report(**figures, restarts=20, drain_wait_s=round(drained, 1),
-               consumers_left=len(consumers), dead_consumers_gone_after_s=round(pruned_after, 1),
-               max_delivery_count=sampler.max_deliveries)
+               consumers_left=len(consumers), dead_consumers_gone_after_s=round(pruned_after, 1))
