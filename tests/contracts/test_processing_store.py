@@ -448,3 +448,31 @@ async def test_mark_processing_of_a_dead_event_is_fenced(
 
     p = await _processing(pg, "x1", 1)
     assert (p["status"], p["error"], p["attempts"]) == ("dead", "poison", 1)
+
+
+async def test_mark_processing_racing_mark_dead_leaves_the_event_dead(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection, database_url: str) -> None:
+    """Found by the fault suite: mark_processing that started while mark_dead's
+    transaction was open used to re-check only the processing row after waiting for
+    it, overwrite 'dead' with 'processing', and leave a blocked execution whose dead
+    event no longer said so."""
+    await _start(executions, settings.tenant, "x1", extra=1)
+    lease = await processing.take_lease(settings.tenant, "x1", "w1")
+    assert lease is not None
+    other = await asyncpg.connect(database_url)
+    try:
+        tx = other.transaction()
+        await tx.start()  # mark_dead's two statements, not yet committed
+        await other.execute("UPDATE executions SET blocked_seq = 1 WHERE execution_id = 'x1'")
+        await other.execute("UPDATE event_processing SET status = 'dead', error = 'poison'"
+                            " WHERE execution_id = 'x1' AND seq = 1")
+        racing = asyncio.create_task(processing.mark_processing(lease, 1, "w1"))
+        await asyncio.sleep(0.3)
+        assert not racing.done()  # waits for the open transaction
+        await tx.commit()
+        with pytest.raises(LeaseLost):
+            await racing
+    finally:
+        await other.close()
+    assert (await _processing(pg, "x1", 1))["status"] == "dead"

@@ -163,6 +163,15 @@ class Stack:
         assert self.api is not None
         wait_http(f"{self.base_url}/healthz", self.api)
 
+    async def doctor(self, *args: str) -> tuple[int, str]:
+        """Run ``flowrt doctor`` against this stack: its exit code and its output."""
+        proc = await asyncio.create_subprocess_exec(
+            str(BIN / "flowrt"), "doctor", *args, env=self.env(), cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(errors="replace")
+
     def worker_by_pid(self, pid: int) -> Proc:
         return next(p for p, _port in self.workers.values() if p.pid == pid)
 

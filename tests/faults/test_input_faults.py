@@ -164,5 +164,11 @@ async def test_poison_events(tmp_path, report):
             await redis.aclose()
         assert [e[1]["x"] for e in dead_letters] == ["pill"], dead_letters
         figures = await check(stack, client.ledger, blocked={"pill"}, failed={"fails"})
+        # the operator's view: one dead event, in the pill's execution
+        code, out = await stack.doctor("--json")
+        assert code == 1, out
+        doc = json.loads(out)
+        assert doc["problems"] == ["dead_events"], doc
+        assert [d["execution_id"] for d in doc["postgres"]["dead_events"]["examples"]] == ["pill"], doc
         report(**figures, worker_crashes=restarts, pill_attempts=attempts,
                dead_lettered_after_s=round(dead_after, 1), failing_action_calls=calls)
