@@ -370,13 +370,18 @@ async def _bounded(limit: int, coros: list[Awaitable[Any]]) -> None:
 class PendingSampler:
     """Samples the group's pending list every ``period`` s: the largest delivery
     count any hint reached, and the largest pending count. Redis errors (a
-    scenario may kill it) are skipped."""
+    scenario may kill or pause it) are skipped.
+
+    Stopped by an event, not by cancelling: a cancellation that lands inside
+    redis-py's reconnect logic can be swallowed, and the task would run for ever.
+    """
 
     def __init__(self, stack: Stack, period: float = 0.2) -> None:
         self.stack = stack
         self.period = period
         self.max_deliveries = 0
         self.max_pending = 0
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> PendingSampler:
@@ -385,21 +390,26 @@ class PendingSampler:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stop.set()
+        try:
+            await asyncio.wait_for(self._task, 10)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
 
     async def _run(self) -> None:
         client = self.stack.redis()
         stream = self.stack.keys.stream
         try:
-            while True:
+            while not self._stop.is_set():
                 with contextlib.suppress(Exception):
-                    rows = await client.xpending_range(stream, GROUP, "-", "+", 10_000)
+                    rows = await asyncio.wait_for(
+                        client.xpending_range(stream, GROUP, "-", "+", 10_000), 3)
                     self.max_pending = max(self.max_pending, len(rows))
                     for row in rows:
                         self.max_deliveries = max(self.max_deliveries,
                                                   int(row["times_delivered"]))
-                await asyncio.sleep(self.period)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.period)
         finally:
-            await client.aclose()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 3)

@@ -1,7 +1,8 @@
 """A small TCP proxy between the API and PostgreSQL that cuts a connection on demand.
 
-``cut_next_request()``: the next bytes a client sends are dropped and both sides
-are reset: the statement never reaches the server (nothing committed).
+``cut_request_containing(marker)``: the next client bytes that contain ``marker``
+(a parameter's value, say) are dropped and both sides are reset: the statement
+never reaches the server (nothing committed).
 ``cut_reply_containing(marker)``: the next server reply that contains ``marker``
 (a CommandComplete tag, say) is dropped and both sides are reset: the server
 committed, the client never hears of it. Resets are real RSTs (SO_LINGER 0).
@@ -29,7 +30,7 @@ class CuttingProxy:
         self.target_port = target_port
         self.port = 0
         self.cuts = 0
-        self._cut_request = False
+        self._cut_request: bytes | None = None
         self._cut_marker: bytes | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -46,15 +47,15 @@ class CuttingProxy:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def cut_next_request(self) -> None:
-        self._cut_request = True
+    def cut_request_containing(self, marker: bytes) -> None:
+        self._cut_request = marker
 
     def cut_reply_containing(self, marker: bytes) -> None:
         self._cut_marker = marker
 
     @property
     def armed(self) -> bool:
-        return self._cut_request or self._cut_marker is not None
+        return self._cut_request is not None or self._cut_marker is not None
 
     async def _accept(self, client_r: asyncio.StreamReader,
                       client_w: asyncio.StreamWriter) -> None:
@@ -75,8 +76,8 @@ class CuttingProxy:
                     upstream: bool) -> None:
         try:
             while chunk := await reader.read(65536):
-                if upstream and self._cut_request:
-                    self._cut_request = False
+                if upstream and self._cut_request is not None and self._cut_request in chunk:
+                    self._cut_request = None
                     self._cut(pair)
                     return
                 if not upstream and self._cut_marker is not None and self._cut_marker in chunk:
