@@ -21,6 +21,8 @@ __all__ = ["Lease", "ProcessingStore"]
 
 
 class Lease(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker's hold on one execution, with its projection when the lease was taken."""
+
     tenant: str
     execution_id: str
     epoch: int
@@ -29,6 +31,7 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
     last_seq: int
     processed_seq: int
     blocked_seq: int | None
+    snapshot: Snapshot  # what the log folds to up to processed_seq (kept by the commits)
 
 
 _LOG_QUERY = (
@@ -56,7 +59,7 @@ class ProcessingStore:
                 "WITH x AS (UPDATE executions SET lease_epoch = lease_epoch + 1"
                 " WHERE tenant_id = $1 AND execution_id = $2"
                 " RETURNING lease_epoch, workflow, version, last_seq, processed_seq,"
-                " blocked_seq),"
+                " blocked_seq, status, state, data),"
                 " p AS (UPDATE event_processing p SET attempts = p.attempts + 1,"
                 " status = 'processing', worker = $3, started_at = now() FROM x"
                 " WHERE p.tenant_id = $1 AND p.execution_id = $2"
@@ -68,7 +71,9 @@ class ProcessingStore:
         return Lease(tenant=tenant, execution_id=execution_id, epoch=row["lease_epoch"],
                      workflow=row["workflow"], version=row["version"],
                      last_seq=row["last_seq"], processed_seq=row["processed_seq"],
-                     blocked_seq=row["blocked_seq"])
+                     blocked_seq=row["blocked_seq"],
+                     snapshot=Snapshot(status=row["status"], state=row["state"],
+                                       data=row["data"], seq=row["processed_seq"]))
 
     async def has_work(self, tenant: str, execution_id: str) -> int | None:
         """The log's last seq if events wait unprocessed (and unblocked), else None."""
