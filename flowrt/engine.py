@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -63,33 +63,33 @@ class Engine:
             return 0
         workflow = await self._workflow(lease)
         # The projection is what the log folds to up to processed_seq: every commit
-        # writes it with the outcome, fenced, in one statement. So a pass loads only
-        # the events after it, whatever the history's length (``flowrt replay``
-        # re-derives the projection from the whole log when one wants to check).
+        # writes it with the outcome, fenced, in one statement. So a pass starts from
+        # it and reads only the events after it, whatever the history's length
+        # (``flowrt replay`` re-derives the projection from the whole log to check).
         snapshot = lease.snapshot
-        logged = await self._store.load(tenant, execution_id, snapshot.seq, lease.last_seq)
+        batch: Sequence[Event] = lease.pending
         head = lease.last_seq
         done = 0
         while True:
-            for item in logged:
-                event = item.event
-                if event.seq <= snapshot.seq:
-                    continue
+            for event in batch:
                 if halt.is_set():
                     return done
-                snapshot = await self._process(lease, workflow, snapshot, event)
+                snapshot, head = await self._process(lease, workflow, snapshot, event)
                 done += 1
-            head, blocked = await self._store.head(tenant, execution_id)
-            if blocked is not None or head <= snapshot.seq or halt.is_set():
+            # each commit said where the log's head was: no query unless more came
+            if head <= snapshot.seq or halt.is_set():
                 return done
-            logged = await self._store.load(tenant, execution_id, snapshot.seq, head)
+            batch = await self._store.pending(tenant, execution_id, snapshot.seq)
+            if not batch:  # cannot happen while we hold the lease; never spin
+                return done
 
     async def _workflow(self, lease: Lease) -> Workflow:
         return (self._app.workflow(lease.workflow, lease.version)
                 or await self._definitions.get(lease.tenant, lease.workflow, lease.version))
 
     async def _process(self, lease: Lease, workflow: Workflow, snapshot: Snapshot,
-                       event: Event) -> Snapshot:
+                       event: Event) -> tuple[Snapshot, int]:
+        """Decide, run the actions, commit; the new snapshot and the log's head."""
         with structlog.contextvars.bound_contextvars(
                 execution_id=lease.execution_id, event_id=event.event_id, seq=event.seq,
                 worker=self._worker):
@@ -106,17 +106,17 @@ class Engine:
                     await self._store.mark_processing(lease, event.seq, self._worker)
                 records = await self._run_actions(lease, workflow, snapshot, event, decision)
             after, outcome = apply(workflow, snapshot, event, decision, records)
-            processed_at = await self._store.commit(lease, event.seq, outcome, after, self._worker)
+            committed = await self._store.commit(lease, event.seq, outcome, after, self._worker)
             labels = {"workflow": workflow.name}
             self._metrics.events_processed.labels(outcome=outcome.status, **labels).inc()
             self._metrics.processing_seconds.labels(**labels).observe(time.monotonic() - started)
             if event.created_at is not None:
-                latency = (processed_at - event.created_at).total_seconds()
+                latency = (committed.processed_at - event.created_at).total_seconds()
                 self._metrics.latency_seconds.labels(**labels).observe(max(latency, 0.0))
             _log.info("event processed", name=event.name, outcome=outcome.status,
                       from_state=outcome.from_state, to_state=outcome.to_state,
                       error=outcome.error)
-            return after
+            return after, committed.last_seq
 
     async def _run_actions(self, lease: Lease, workflow: Workflow, snapshot: Snapshot,
                            event: Event, decision: Decision) -> list[ActionRecord]:

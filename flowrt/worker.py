@@ -268,6 +268,7 @@ class Worker:
         tenant, execution_id = key
         lock = self._bus.lock(tenant, execution_id, self.settings.lock_ttl)
         acquired = False
+        covered: list[str] = []  # acked with the release; on errors they stay pending
         try:
             acquired = await self._acquire(lock, self.settings.lock_wait if job.reclaimed else 0)
             if not acquired:
@@ -297,11 +298,13 @@ class Worker:
                     await self._engine.drain(tenant, execution_id, halt)
                     # Acked even when halted (lock lost, or stopping) with work left: the
                     # look at the log's head after the release re-hints what remains.
-                    await self._bus.ack(ids)
                     if halt.is_set() or not job.more:
                         break
-                while job.more:  # hints that came during the last pass: covered the same way
-                    await self._bus.ack(job.take())
+                    await self._bus.ack(ids)
+                # The last pass's hints, and any that came during it (covered the same
+                # way), are acked with the lock's release: no await from here until
+                # the job is forgotten, so no hint can join it unacked.
+                covered = ids + job.take()
             finally:
                 if suspect:
                     self._suspects.release()
@@ -324,17 +327,18 @@ class Worker:
             self._jobs.pop(key, None)
             self._slot_freed.set()
             if acquired:
-                await asyncio.shield(self._release(lock, job.hint))
+                await asyncio.shield(self._release(lock, job.hint, covered))
 
-    async def _release(self, lock: Lock, hint: Hint) -> None:
-        """Release the lock, then look at the log's head once more.
+    async def _release(self, lock: Lock, hint: Hint, covered: list[str]) -> None:
+        """Ack the hints covered and release the lock (one script), then look at the
+        log's head once more.
 
         A worker that got a hint for this execution while we held the lock acked it
         and left the work to us; an event appended after our last look is covered
         by this look, which comes after that worker saw the lock held.
         """
         try:
-            await lock.release()
+            await self._bus.finish(lock, covered)
             last = await self._store.has_work(hint.tenant, hint.execution_id)
             if last is not None:
                 await self._bus.publish([Hint(tenant=hint.tenant,

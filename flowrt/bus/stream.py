@@ -85,6 +85,7 @@ class Bus:
         self._acquire = self._client.register_script(_script("acquire.lua"))
         self._extend = self._client.register_script(_script("extend.lua"))
         self._release = self._client.register_script(_script("release.lua"))
+        self._finish = self._client.register_script(_script("finish.lua"))
         self._prune = self._client.register_script(_script("prune_consumers.lua"))
 
     def lock(self, tenant: str, execution_id: str, ttl: float) -> Lock:
@@ -167,6 +168,12 @@ class Bus:
             return 0
         async with unavailable():
             return int(await self._ack(keys=[self.keys.stream], args=[GROUP, *message_ids]))
+
+    async def finish(self, lock: Lock, message_ids: list[str]) -> bool:
+        """Ack ``message_ids`` and release ``lock`` (if still ours) in one round trip."""
+        async with unavailable():
+            return bool(await self._finish(keys=[self.keys.stream, lock.key],
+                                           args=[GROUP, lock.token, *message_ids]))
 
     async def reclaim(self, consumer: str, min_idle_ms: int,
                       page: int = 100) -> tuple[list[Delivery], list[str]]:

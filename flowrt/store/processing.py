@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import asyncpg
 import msgspec
 
 from ..errors import LeaseLost
@@ -17,7 +18,7 @@ from ..events import Event, Hint, Outcome, RecordedEvent
 from ..machine import Snapshot
 from .db import Database
 
-__all__ = ["Lease", "ProcessingStore"]
+__all__ = ["Committed", "Lease", "ProcessingStore"]
 
 
 class Lease(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,6 +33,14 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
     processed_seq: int
     blocked_seq: int | None
     snapshot: Snapshot  # what the log folds to up to processed_seq (kept by the commits)
+    pending: tuple[Event, ...] = ()  # the first events after processed_seq, in seq order
+
+
+class Committed(msgspec.Struct, frozen=True, kw_only=True):
+    """A fenced commit that applied: when, and the log's head at that moment."""
+
+    processed_at: datetime
+    last_seq: int
 
 
 _LOG_QUERY = (
@@ -43,19 +52,26 @@ _LOG_QUERY = (
 )
 
 
+def _event(r: asyncpg.Record) -> Event:
+    return Event(seq=r["seq"], event_id=r["event_id"], name=r["name"], payload=r["payload"],
+                 created_at=r["created_at"])
+
+
 class ProcessingStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def take_lease(self, tenant: str, execution_id: str, worker: str) -> Lease | None:
+    async def take_lease(self, tenant: str, execution_id: str, worker: str,
+                         batch: int = 100) -> Lease | None:
         """Bump the execution's epoch: from now on only this holder's commits apply.
 
         The same statement counts an attempt on the next unprocessed event, whatever
         happens next: a worker that dies on an event (with or without actions) leaves
-        that count behind, which is what tells a poison event from an outage.
+        that count behind, which is what tells a poison event from an outage. It also
+        returns the projection and up to ``batch`` events after it: one round trip.
         """
         async with self._db.connection() as conn:
-            row = await conn.fetchrow(
+            rows = await conn.fetch(
                 "WITH x AS (UPDATE executions SET lease_epoch = lease_epoch + 1"
                 " WHERE tenant_id = $1 AND execution_id = $2"
                 " RETURNING lease_epoch, workflow, version, last_seq, processed_seq,"
@@ -65,15 +81,32 @@ class ProcessingStore:
                 " WHERE p.tenant_id = $1 AND p.execution_id = $2"
                 " AND p.seq = x.processed_seq + 1 AND x.processed_seq < x.last_seq"
                 " AND x.blocked_seq IS NULL)"
-                " SELECT * FROM x", tenant, execution_id, worker)
-        if row is None:
+                " SELECT x.*, e.seq, e.event_id::text AS event_id, e.name, e.payload,"
+                " e.created_at FROM x LEFT JOIN LATERAL (SELECT * FROM events e"
+                " WHERE e.tenant_id = $1 AND e.execution_id = $2 AND x.blocked_seq IS NULL"
+                " AND e.seq > x.processed_seq AND e.seq <= x.last_seq ORDER BY e.seq"
+                " LIMIT $4) e ON true ORDER BY e.seq", tenant, execution_id, worker, batch)
+        if not rows:
             return None
+        row = rows[0]
+        pending = tuple(_event(r) for r in rows if r["seq"] is not None)
         return Lease(tenant=tenant, execution_id=execution_id, epoch=row["lease_epoch"],
                      workflow=row["workflow"], version=row["version"],
                      last_seq=row["last_seq"], processed_seq=row["processed_seq"],
                      blocked_seq=row["blocked_seq"],
                      snapshot=Snapshot(status=row["status"], state=row["state"],
-                                       data=row["data"], seq=row["processed_seq"]))
+                                       data=row["data"], seq=row["processed_seq"]),
+                     pending=pending)
+
+    async def pending(self, tenant: str, execution_id: str, after: int,
+                      limit: int = 100) -> list[Event]:
+        """Up to ``limit`` events after seq ``after``, in seq order (no outcomes)."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT seq, event_id::text AS event_id, name, payload, created_at FROM events"
+                " WHERE tenant_id = $1 AND execution_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                tenant, execution_id, after, limit)
+        return [_event(r) for r in rows]
 
     async def has_work(self, tenant: str, execution_id: str) -> int | None:
         """The log's last seq if events wait unprocessed (and unblocked), else None."""
@@ -143,29 +176,30 @@ class ProcessingStore:
         return int(attempts)
 
     async def commit(self, lease: Lease, seq: int, outcome: Outcome, snapshot: Snapshot,
-                     worker: str) -> datetime:
-        """Apply one event's outcome and the new projection, fenced; returns processed_at."""
+                     worker: str) -> Committed:
+        """Apply one event's outcome and the new projection, fenced; returns when, and
+        the log's head (so the caller needs no extra query to see whether more came)."""
         # One statement (its own transaction): the projection update is the fence, and
         # the processing record is only written when the fence let it through.
         async with self._db.connection() as conn:
-            processed_at = await conn.fetchval(
+            row = await conn.fetchrow(
                 "WITH x AS (UPDATE executions SET status = $5, state = $6, data = $7,"
                 " processed_seq = $3, updated_at = now() WHERE tenant_id = $1"
                 " AND execution_id = $2 AND processed_seq = $3 - 1 AND lease_epoch = $4"
-                " AND blocked_seq IS NULL RETURNING updated_at)"
+                " AND blocked_seq IS NULL RETURNING updated_at, last_seq)"
                 " UPDATE event_processing p SET status = $8, from_state = $9, to_state = $10,"
                 " actions = $11, error = $12, worker = $13, processed_at = x.updated_at,"
                 " started_at = coalesce(p.started_at, x.updated_at),"
                 " attempts = CASE WHEN p.status = 'processing' THEN p.attempts"
                 " ELSE p.attempts + 1 END"
                 " FROM x WHERE p.tenant_id = $1 AND p.execution_id = $2 AND p.seq = $3"
-                " RETURNING x.updated_at",
+                " RETURNING x.updated_at, x.last_seq",
                 lease.tenant, lease.execution_id, seq, lease.epoch, snapshot.status,
                 snapshot.state, snapshot.data, outcome.status, outcome.from_state,
                 outcome.to_state, msgspec.to_builtins(outcome.actions), outcome.error, worker)
-        if processed_at is None:
+        if row is None:
             raise LeaseLost(f"execution {lease.execution_id}: commit of seq {seq} was fenced")
-        return processed_at  # type: ignore[no-any-return]
+        return Committed(processed_at=row["updated_at"], last_seq=row["last_seq"])
 
     async def mark_dead(self, tenant: str, execution_id: str, reason: str,
                         min_attempts: int) -> int | None:

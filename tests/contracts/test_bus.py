@@ -93,6 +93,27 @@ async def test_ack_deletes_and_clears_pending(bus: Bus, redis_client: aioredis.R
     assert await bus.ack([got[0].message_id]) == 0  # already acked
 
 
+async def test_finish_acks_and_releases_only_our_lock(bus: Bus,
+                                                     redis_client: aioredis.Redis) -> None:
+    await bus.ensure_group()
+    await bus.publish([_hint(1), _hint(2), _hint(3)])
+    got = await bus.read("a", 10, BLOCK_MS)
+    mine = bus.lock("t", "x1", 5.0)
+    assert await mine.acquire()
+    assert await bus.finish(mine, [got[0].message_id, got[1].message_id]) is True
+    assert await redis_client.exists(mine.key) == 0
+    assert list(await _pending(redis_client, bus.keys)) == [got[2].message_id]
+    assert await redis_client.xlen(bus.keys.stream) == 1
+
+    # a lock that is no longer ours stays; the hints are acked all the same
+    theirs = bus.lock("t", "x1", 5.0)
+    assert await theirs.acquire()
+    assert await bus.finish(mine, [got[2].message_id]) is False
+    assert await redis_client.get(theirs.key) == theirs.token
+    assert await _pending(redis_client, bus.keys) == {}
+    assert await bus.finish(theirs, []) is True
+
+
 async def test_reclaim_takes_over_idle_hints_and_counts_deliveries(
         bus: Bus, redis_client: aioredis.Redis) -> None:
     await bus.ensure_group()

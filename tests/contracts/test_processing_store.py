@@ -16,6 +16,7 @@ from flowrt.events import ActionRecord, Hint, Outcome
 from flowrt.machine import Snapshot
 from flowrt.settings import Settings
 from flowrt.store import Database, ExecutionStore, Outbox, ProcessingStore, PublishedMarks
+from flowrt.store.processing import Committed
 
 EXEC_COLS = "status, state, data, last_seq, processed_seq, blocked_seq, lease_epoch, updated_at"
 EP_COLS = ("status, published, attempts, worker, from_state, to_state, actions, error,"
@@ -63,6 +64,10 @@ async def test_take_lease_bumps_the_epoch(settings: Settings, executions: Execut
     assert first is not None
     assert (first.epoch, first.workflow, first.version, first.last_seq,
             first.processed_seq, first.blocked_seq) == (1, "order", 1, 2, 0, None)
+    # with the projection and the events after it, in the same round trip
+    assert first.snapshot == Snapshot(status="running", state=None, data={}, seq=0)
+    assert [(e.seq, e.name) for e in first.pending] == [(1, "flowrt.started"), (2, "approve")]
+    assert first.pending[1].payload == {"amount": 0}
     # the lease counts an attempt on the next unprocessed event and marks it processing
     p = await _processing(pg, "x1", 1)
     assert (p["status"], p["attempts"], p["worker"]) == ("processing", 1, "w1")
@@ -103,9 +108,11 @@ async def test_commit_applies_projection_and_processing_record(
     lease = await processing.take_lease(settings.tenant, "x1", "w1")
     assert lease is not None
 
-    processed_at = await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    committed = await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    processed_at = committed.processed_at
 
     assert isinstance(processed_at, datetime)
+    assert committed.last_seq == 2  # the log's head, so the worker sees seq 2 waits
     x = await _execution(pg, "x1")
     assert (x["status"], x["state"], x["data"], x["processed_seq"], x["last_seq"],
             x["blocked_seq"]) == ("running", "pending", {"sku": "A"}, 1, 2, None)
@@ -213,11 +220,11 @@ async def test_concurrent_commits_of_one_seq_apply_once(
     results = await asyncio.gather(
         *(processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, f"w{i}")
           for i in range(5)), return_exceptions=True)
-    applied = [r for r in results if isinstance(r, datetime)]
+    applied = [r for r in results if isinstance(r, Committed)]
     assert len(applied) == 1
-    assert all(isinstance(r, LeaseLost) for r in results if not isinstance(r, datetime))
+    assert all(isinstance(r, LeaseLost) for r in results if not isinstance(r, Committed))
     p = await _processing(pg, "x1", 1)
-    assert p["attempts"] == 1 and p["processed_at"] == applied[0]
+    assert p["attempts"] == 1 and p["processed_at"] == applied[0].processed_at
 
 
 # --- mark_processing ------------------------------------------------------------------
@@ -236,7 +243,8 @@ async def test_mark_processing_counts_attempts(
     assert p["started_at"] is not None and p["processed_at"] is None
 
     # the commit after mark_processing does not count another attempt
-    at = await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    at = (await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT,
+                                  "w1")).processed_at
     p = await _processing(pg, "x1", 1)
     assert (p["status"], p["attempts"], p["processed_at"]) == ("completed", 1, at)
     assert p["started_at"] is not None and p["started_at"] <= at
@@ -476,3 +484,21 @@ async def test_mark_processing_racing_mark_dead_leaves_the_event_dead(
     finally:
         await other.close()
     assert (await _processing(pg, "x1", 1))["status"] == "dead"
+
+
+async def test_lease_batches_pending_events_and_pending_reads_the_rest(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore) -> None:
+    await _start(executions, settings.tenant, "x1", extra=4)  # seqs 1-5
+    lease = await processing.take_lease(settings.tenant, "x1", "w1", batch=2)
+    assert lease is not None and [e.seq for e in lease.pending] == [1, 2]
+    rest = await processing.pending(settings.tenant, "x1", 2)
+    assert [e.seq for e in rest] == [3, 4, 5]
+    assert [e.seq for e in await processing.pending(settings.tenant, "x1", 3, limit=1)] == [4]
+    assert await processing.pending(settings.tenant, "x1", 5) == []
+    # a processed execution: the lease carries the projection and no events
+    for seq in range(1, 6):
+        await processing.commit(lease, seq, Outcome(status="ignored"),
+                                Snapshot(state="pending", seq=seq), "w1")
+    again = await processing.take_lease(settings.tenant, "x1", "w1")
+    assert again is not None and again.pending == ()
+    assert again.snapshot == Snapshot(state="pending", seq=5)
