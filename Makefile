@@ -18,11 +18,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# `make bench QUICK=1`: the same sections with smaller counts (under a minute)
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m bench $(if $(filter-out 0,$(QUICK)),--quick)
 
 lint: $(STAMP)
-	$(BIN)/ruff check flowrt workers tests
+	$(BIN)/ruff check flowrt workers tests bench
 	$(BIN)/mypy
 
 clean:

@@ -169,6 +169,7 @@ async def test_poison_events(tmp_path, report):
         assert code == 1, out
         doc = json.loads(out)
         assert doc["problems"] == ["dead_events"], doc
-        assert [d["execution_id"] for d in doc["postgres"]["dead_events"]["examples"]] == ["pill"], doc
+        dead = doc["postgres"]["dead_events"]["examples"]
+        assert [d["execution_id"] for d in dead] == ["pill"], doc
         report(**figures, worker_crashes=restarts, pill_attempts=attempts,
                dead_lettered_after_s=round(dead_after, 1), failing_action_calls=calls)

@@ -1,0 +1,1 @@
+"""flowrt's benchmark: ``make bench`` (``python -m bench``); see docs/performance.md."""
