@@ -30,6 +30,8 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from flowrt.settings import Settings
+
 from .core import bench_core
 from .floors import bench_floors
 from .flows import bench_completions, bench_e2e, bench_ingest
@@ -96,7 +98,8 @@ def _header(doc: dict[str, Any]) -> list[str]:
     ]
 
 
-async def run(p: Profile, out: Path, keep: bool, only: set[str] | None = None) -> int:
+async def run(p: Profile, out: Path, keep: bool, only: set[str] | None = None,
+              overrides: dict[str, Any] | None = None) -> int:
     started = datetime.now(UTC)
     doc: dict[str, Any] = {"profile": p.name, "started_at": started.isoformat(),
                            "machine": machine(), "targets": TARGETS,
@@ -108,7 +111,7 @@ async def run(p: Profile, out: Path, keep: bool, only: set[str] | None = None) -
     os.chmod(rundir, 0o755)  # PostgreSQL runs as nobody when we are root
     (rundir / "logs").mkdir()
     pg, redis = DurablePostgres(rundir / "pg"), PrivateRedis(rundir / "redis")
-    servers = Servers(pg, redis, rundir / "logs")
+    servers = Servers(pg, redis, rundir / "logs", overrides)
     settings = dataclasses.asdict(servers.settings("x"))
     for per_section in ("database_url", "redis_url", "redis_prefix", "host", "port"):
         settings.pop(per_section)  # a database, prefix and free port of each section's own
@@ -186,6 +189,18 @@ async def run(p: Profile, out: Path, keep: bool, only: set[str] | None = None) -
     return 1 if errors else 0
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    defaults = Settings()
+    if not sep or not hasattr(defaults, name):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with a Settings field, got {text!r}")
+    kind = type(getattr(defaults, name))
+    try:
+        return name, kind(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: expected {kind.__name__}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts: under a minute")
@@ -194,11 +209,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the servers' data and logs")
     parser.add_argument("--only", type=lambda v: set(v.split(",")), metavar="SECTIONS",
                         help=f"comma-separated, from: {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        type=_setting, help="a flowrt setting for every process, by its"
+                        " field name (e.g. db_pool_max=32); repeatable")
     args = parser.parse_args()
     if args.only and not args.only <= set(SECTIONS):
         parser.error(f"--only: unknown {', '.join(sorted(args.only - set(SECTIONS)))}")
     profile = (QUICK if args.quick else FULL).with_clients(args.clients)
-    sys.exit(asyncio.run(run(profile, args.out, args.keep, args.only)))
+    sys.exit(asyncio.run(run(profile, args.out, args.keep, args.only, dict(args.set))))
 
 
 if __name__ == "__main__":

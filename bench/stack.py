@@ -38,10 +38,12 @@ APP = "bench.app:app"
 class Servers:
     """The private PostgreSQL and Redis, and where the processes' logs go."""
 
-    def __init__(self, pg: DurablePostgres, redis: PrivateRedis, logs: Path) -> None:
+    def __init__(self, pg: DurablePostgres, redis: PrivateRedis, logs: Path,
+                 overrides: dict[str, Any] | None = None) -> None:
         self.pg = pg
         self.redis = redis
         self.logs = logs
+        self.overrides = overrides or {}  # ``--set name=value``: flowrt settings to try
 
     def database_url(self, name: str) -> str:
         return urlunsplit(urlsplit(self.pg.url)._replace(path=f"/{name}"))
@@ -50,7 +52,7 @@ class Servers:
         """flowrt's defaults, with the private servers, a prefix of its own, quiet logs."""
         return Settings(database_url=self.database_url(database), redis_url=self.redis.url,
                         redis_prefix=f"bench-{database}", log_level="warning", metrics_port=0,
-                        **values)
+                        **{**values, **self.overrides})
 
     async def prepare_template(self) -> None:
         """``flowrt migrate`` a template database and register the benchmark's workflows."""

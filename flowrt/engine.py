@@ -56,10 +56,7 @@ class Engine:
         when a dependency is down; either way nothing half-done is visible.
         """
         lease = await self._store.take_lease(tenant, execution_id, self._worker)
-        if lease is None:
-            _log.warning("hint for unknown execution", execution_id=execution_id, tenant=tenant)
-            return 0
-        if lease.blocked_seq is not None or lease.processed_seq >= lease.last_seq:
+        if lease is None:  # processed already, blocked, or unknown: a redundant hint
             return 0
         workflow = await self._workflow(lease)
         # The projection is what the log folds to up to processed_seq: every commit

@@ -69,11 +69,16 @@ class ProcessingStore:
         happens next: a worker that dies on an event (with or without actions) leaves
         that count behind, which is what tells a poison event from an outage. It also
         returns the projection and up to ``batch`` events after it: one round trip.
+
+        None when there is nothing to do (all processed, blocked behind a dead event, or
+        no such execution): then nothing is written, so a redundant hint costs a read,
+        not a durable commit.
         """
         async with self._db.connection() as conn:
             rows = await conn.fetch(
                 "WITH x AS (UPDATE executions SET lease_epoch = lease_epoch + 1"
                 " WHERE tenant_id = $1 AND execution_id = $2"
+                " AND processed_seq < last_seq AND blocked_seq IS NULL"
                 " RETURNING lease_epoch, workflow, version, last_seq, processed_seq,"
                 " blocked_seq, status, state, data),"
                 " p AS (UPDATE event_processing p SET attempts = p.attempts + 1,"

@@ -495,10 +495,15 @@ async def test_lease_batches_pending_events_and_pending_reads_the_rest(
     assert [e.seq for e in rest] == [3, 4, 5]
     assert [e.seq for e in await processing.pending(settings.tenant, "x1", 3, limit=1)] == [4]
     assert await processing.pending(settings.tenant, "x1", 5) == []
-    # a processed execution: the lease carries the projection and no events
+    # a processed execution: nothing to do, and nothing is written (the epoch stays)
     for seq in range(1, 6):
         await processing.commit(lease, seq, Outcome(status="ignored"),
                                 Snapshot(state="pending", seq=seq), "w1")
+    assert await processing.take_lease(settings.tenant, "x1", "w1") is None
+    assert (await processing.take_lease(settings.tenant, "x1", "w1")) is None
+    await executions.append(settings.tenant, "x1", name="approve", payload={},
+                            idempotency_key=None, request_hash="h-more")
     again = await processing.take_lease(settings.tenant, "x1", "w1")
-    assert again is not None and again.pending == ()
+    assert again is not None and again.epoch == lease.epoch + 1
     assert again.snapshot == Snapshot(state="pending", seq=5)
+    assert [e.seq for e in again.pending] == [6]
