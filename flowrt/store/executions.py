@@ -117,40 +117,27 @@ class ExecutionStore:
 
     async def start(self, tenant: str, *, workflow: str, version: int | None, input: dict[str, Any],
                     execution_id: str | None, request_hash: str) -> Appended:
-        """Create an execution and append its ``flowrt.started`` event (seq 1)."""
+        """Create an execution and append its ``flowrt.started`` event (seq 1).
+
+        One round trip: ``flowrt_start_execution`` (sql/0004). The same execution id
+        with the same request returns the first start; with another, ``Conflict``.
+        """
         execution_id = execution_id or str(uuid.uuid4())
-        event_id = str(uuid.uuid4())
-        async with self._db.transaction() as conn:
-            if version is None:
-                version = await conn.fetchval(
-                    "SELECT max(version) FROM workflow_definitions"
-                    " WHERE tenant_id = $1 AND name = $2", tenant, workflow)
-                if version is None:
-                    raise NotFound(f"workflow {workflow!r} is not registered")
-            elif not await conn.fetchval(
-                    "SELECT true FROM workflow_definitions"
-                    " WHERE tenant_id = $1 AND name = $2 AND version = $3",
-                    tenant, workflow, version):
-                raise NotFound(f"workflow {workflow!r} version {version} is not registered")
-            created = await conn.fetchval(
-                "INSERT INTO executions (tenant_id, execution_id, workflow, version, last_seq,"
-                " request_hash) VALUES ($1, $2, $3, $4, 1, $5)"
-                " ON CONFLICT DO NOTHING RETURNING true",
-                tenant, execution_id, workflow, version, request_hash)
-            if not created:
-                row = await conn.fetchrow(
-                    "SELECT x.request_hash, x.workflow, e.event_id::text AS event_id"
-                    " FROM executions x JOIN events e USING (tenant_id, execution_id)"
-                    " WHERE x.tenant_id = $1 AND x.execution_id = $2 AND e.seq = 1",
-                    tenant, execution_id)
-                if row is None or row["request_hash"] != request_hash:
-                    raise Conflict(
-                        f"execution {execution_id!r} already exists with another request")
-                return Appended(execution_id=execution_id, event_id=row["event_id"], seq=1,
-                                workflow=row["workflow"], created=False)
-            await self._insert_event(conn, tenant, execution_id, 1, event_id, STARTED,
-                                     {"input": input}, None, request_hash)
-        return Appended(execution_id=execution_id, event_id=event_id, seq=1, workflow=workflow)
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT outcome, event_id::text AS event_id, workflow"
+                " FROM flowrt_start_execution($1, $2, $3, $4, $5, $6, $7, $8)",
+                tenant, execution_id, str(uuid.uuid4()), workflow, version, STARTED,
+                {"input": input}, request_hash)
+        outcome = row["outcome"]
+        if outcome == "no_workflow":
+            raise NotFound(f"workflow {workflow!r} is not registered")
+        if outcome == "no_version":
+            raise NotFound(f"workflow {workflow!r} version {version} is not registered")
+        if outcome == "conflict":
+            raise Conflict(f"execution {execution_id!r} already exists with another request")
+        return Appended(execution_id=execution_id, event_id=row["event_id"], seq=1,
+                        workflow=row["workflow"], created=outcome == "started")
 
     async def append(self, tenant: str, execution_id: str, *, name: str, payload: dict[str, Any],
                      idempotency_key: str | None, request_hash: str) -> Appended:
@@ -176,18 +163,6 @@ class ExecutionStore:
                 f"execution {execution_id!r} is {row['status']} and accepts no more events")
         return Appended(execution_id=execution_id, event_id=row["event_id"], seq=row["seq"],
                         workflow=row["workflow"], created=outcome == "appended")
-
-    @staticmethod
-    async def _insert_event(conn: asyncpg.Connection, tenant: str, execution_id: str, seq: int,
-                            event_id: str, name: str, payload: dict[str, Any],
-                            idempotency_key: str | None, request_hash: str) -> None:
-        await conn.execute(
-            "INSERT INTO events (tenant_id, execution_id, seq, event_id, name, payload,"
-            " idempotency_key, request_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            tenant, execution_id, seq, event_id, name, payload, idempotency_key, request_hash)
-        await conn.execute(
-            "INSERT INTO event_processing (tenant_id, execution_id, seq) VALUES ($1, $2, $3)",
-            tenant, execution_id, seq)
 
     async def get(self, tenant: str, execution_id: str) -> ExecutionView:
         async with self._db.connection() as conn:

@@ -51,6 +51,23 @@ async def test_start_is_idempotent_per_request_hash(
     assert await pg.fetchval("SELECT count(*) FROM events") == 1
 
 
+async def test_concurrent_starts_of_one_id_create_it_once(
+        settings: Settings, executions: ExecutionStore, pg: asyncpg.Connection) -> None:
+    results = await asyncio.gather(*(_start(executions, settings.tenant) for _ in range(10)))
+    assert sum(r.created for r in results) == 1
+    assert len({r.event_id for r in results}) == 1
+    assert await pg.fetchval("SELECT count(*) FROM events") == 1
+    assert await pg.fetchval("SELECT count(*) FROM event_processing") == 1
+
+
+async def test_start_with_an_explicit_version(settings: Settings,
+                                              executions: ExecutionStore) -> None:
+    started = await executions.start(settings.tenant, workflow="order", version=1, input={},
+                                     execution_id="x1", request_hash="h")
+    assert started.created and started.workflow == "order"
+    assert (await executions.get(settings.tenant, "x1")).version == 1
+
+
 async def test_start_unknown_workflow_or_version(settings: Settings,
                                                  executions: ExecutionStore) -> None:
     with pytest.raises(NotFound):

@@ -58,8 +58,10 @@ async def _versions(url: str) -> list[tuple[int, str]]:
         await conn.close()
 
 
-ALL = ["0001_init.sql", "0002_append_function.sql", "0003_dead_events_index.sql"]
-VERSIONS = [(1, "init"), (2, "append_function"), (3, "dead_events_index")]
+ALL = ["0001_init.sql", "0002_append_function.sql", "0003_dead_events_index.sql",
+       "0004_start_function.sql"]
+VERSIONS = [(1, "init"), (2, "append_function"), (3, "dead_events_index"),
+            (4, "start_function")]
 
 
 def test_migrations_are_found_in_order() -> None:
