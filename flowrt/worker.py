@@ -330,21 +330,28 @@ class Worker:
                 await asyncio.shield(self._release(lock, job.hint, covered))
 
     async def _release(self, lock: Lock, hint: Hint, covered: list[str]) -> None:
-        """Ack the hints covered and release the lock (one script), then look at the
-        log's head once more.
+        """Ack the hints covered, release the lock and take its wake flag (one script);
+        if the flag was up, look at the log's head once more.
 
-        A worker that got a hint for this execution while we held the lock acked it
-        and left the work to us; an event appended after our last look is covered
-        by this look, which comes after that worker saw the lock held.
+        A worker that got a hint for this execution while we held the lock raised the
+        flag, acked the hint and left the work to us; an event appended after our last
+        look is covered by this look, which comes after that worker saw the lock held.
         """
+        woken = True  # if the script failed, look anyway
         try:
-            await self._bus.finish(lock, covered)
+            _released, woken = await self._bus.finish(lock, covered)
+        except Exception as exc:  # the lock expires by itself; hints stay pending
+            _log.warning("ack and release failed", execution_id=hint.execution_id,
+                         error=str(exc))
+        if not woken:
+            return
+        try:
             last = await self._store.has_work(hint.tenant, hint.execution_id)
             if last is not None:
                 await self._bus.publish([Hint(tenant=hint.tenant,
                                               execution_id=hint.execution_id, seq=last)])
-        except Exception as exc:  # the lock expires by itself; the reconciler re-hints
-            _log.warning("release or re-check failed", execution_id=hint.execution_id,
+        except Exception as exc:  # the reconciler re-hints lagging executions
+            _log.warning("re-check after release failed", execution_id=hint.execution_id,
                          error=str(exc))
 
     async def _acquire(self, lock: Lock, wait: float) -> bool:

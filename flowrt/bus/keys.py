@@ -30,3 +30,8 @@ class Keys:
 
     def lock(self, tenant: str, execution_id: str) -> str:
         return f"{self.prefix}:lock:{tenant}:{execution_id}"
+
+    def wake(self, tenant: str, execution_id: str) -> str:
+        """Raised by a worker that found the lock held and left its hints to the
+        holder; taken by the holder when it releases (it looks at the log once more)."""
+        return f"{self.prefix}:wake:{tenant}:{execution_id}"

@@ -17,9 +17,10 @@ class Lock:
     command whose first reply was lost); a lost lock is simply not ours."""
 
     def __init__(self, client: aioredis.Redis, key: str, ttl: float, *, acquire: AsyncScript,
-                 extend: AsyncScript, release: AsyncScript) -> None:
+                 extend: AsyncScript, release: AsyncScript, wake: str) -> None:
         self._client = client
         self.key = key
+        self.wake = wake  # the flag a worker that finds the lock held raises
         self._ttl_ms = max(1, int(ttl * 1000))
         self.token = secrets.token_hex(16)
         self._acquire = acquire
@@ -28,7 +29,8 @@ class Lock:
 
     async def acquire(self) -> bool:
         async with unavailable():
-            return bool(await self._acquire(keys=[self.key], args=[self.token, self._ttl_ms]))
+            return bool(await self._acquire(keys=[self.key, self.wake],
+                                            args=[self.token, self._ttl_ms]))
 
     async def extend(self) -> bool:
         async with unavailable():

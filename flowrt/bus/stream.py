@@ -91,7 +91,8 @@ class Bus:
     def lock(self, tenant: str, execution_id: str, ttl: float) -> Lock:
         """A new, not yet acquired lock on one execution."""
         return Lock(self.client, self.keys.lock(tenant, execution_id), ttl,
-                    acquire=self._acquire, extend=self._extend, release=self._release)
+                    acquire=self._acquire, extend=self._extend, release=self._release,
+                    wake=self.keys.wake(tenant, execution_id))
 
     async def locked(self, keys: list[str]) -> list[bool]:
         """Which of these lock keys are held right now (one round trip)."""
@@ -169,11 +170,15 @@ class Bus:
         async with unavailable():
             return int(await self._ack(keys=[self.keys.stream], args=[GROUP, *message_ids]))
 
-    async def finish(self, lock: Lock, message_ids: list[str]) -> bool:
-        """Ack ``message_ids`` and release ``lock`` (if still ours) in one round trip."""
+    async def finish(self, lock: Lock, message_ids: list[str]) -> tuple[bool, bool]:
+        """Ack ``message_ids``, release ``lock`` (if still ours) and take its wake flag,
+        in one round trip: (released, woken). Woken: another worker found the lock
+        held and left its hints to us, so look at the log once more."""
         async with unavailable():
-            return bool(await self._finish(keys=[self.keys.stream, lock.key],
-                                           args=[GROUP, lock.token, *message_ids]))
+            released, woken = await self._finish(
+                keys=[self.keys.stream, lock.key, lock.wake],
+                args=[GROUP, lock.token, *message_ids])
+        return bool(released), bool(woken)
 
     async def reclaim(self, consumer: str, min_idle_ms: int,
                       page: int = 100) -> tuple[list[Delivery], list[str]]:

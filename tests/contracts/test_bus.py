@@ -100,7 +100,7 @@ async def test_finish_acks_and_releases_only_our_lock(bus: Bus,
     got = await bus.read("a", 10, BLOCK_MS)
     mine = bus.lock("t", "x1", 5.0)
     assert await mine.acquire()
-    assert await bus.finish(mine, [got[0].message_id, got[1].message_id]) is True
+    assert await bus.finish(mine, [got[0].message_id, got[1].message_id]) == (True, False)
     assert await redis_client.exists(mine.key) == 0
     assert list(await _pending(redis_client, bus.keys)) == [got[2].message_id]
     assert await redis_client.xlen(bus.keys.stream) == 1
@@ -108,10 +108,24 @@ async def test_finish_acks_and_releases_only_our_lock(bus: Bus,
     # a lock that is no longer ours stays; the hints are acked all the same
     theirs = bus.lock("t", "x1", 5.0)
     assert await theirs.acquire()
-    assert await bus.finish(mine, [got[2].message_id]) is False
+    assert await bus.finish(mine, [got[2].message_id]) == (False, False)
     assert await redis_client.get(theirs.key) == theirs.token
     assert await _pending(redis_client, bus.keys) == {}
-    assert await bus.finish(theirs, []) is True
+    assert await bus.finish(theirs, []) == (True, False)
+
+
+async def test_a_worker_finding_the_lock_held_wakes_the_holder(
+        bus: Bus, redis_client: aioredis.Redis) -> None:
+    holder = bus.lock("t", "x1", 5.0)
+    assert await holder.acquire()
+    assert await redis_client.exists(holder.wake) == 0  # taking it raises nothing
+    other = bus.lock("t", "x1", 5.0)
+    assert not await other.acquire()  # leaves its hints to the holder: raises the flag
+    assert 0 < await redis_client.pttl(holder.wake) <= 5000  # gone with a dead holder
+    assert await bus.finish(holder, []) == (True, True)
+    assert await redis_client.exists(holder.wake) == 0  # taken
+    assert await other.acquire()
+    assert await bus.finish(other, []) == (True, False)
 
 
 async def test_reclaim_takes_over_idle_hints_and_counts_deliveries(

@@ -17,7 +17,8 @@ from tests.faults.harness import Client, Stack, eventually
 
 # What a worker logs while Redis is gone; counted to show there is no hot loop.
 _COMPLAINTS = ("cannot read hints", "hint stream or group missing", "periodic task",
-               "release or re-check failed", "cannot extend lock", "dependency unavailable")
+               "ack and release failed", "re-check after release failed", "cannot extend lock",
+               "dependency unavailable")
 
 
 def _complaints(stack: Stack, since: float) -> int:
