@@ -10,7 +10,7 @@
     │   └── IdempotencyMismatch      same Idempotency-Key, different body
     ├── InvalidInput                 a request body or argument is malformed
     ├── Unavailable                  a dependency is down; retryable
-    │   ├── StoreUnavailable         PostgreSQL unreachable
+    │   ├── StoreUnavailable         PostgreSQL unreachable (or not migrated yet)
     │   └── BusUnavailable           Redis unreachable
     ├── LeaseLost                    a worker's fenced commit affected nothing
     └── ActionMissing                this worker's app lacks an action the definition names
@@ -96,7 +96,7 @@ class Unavailable(FlowrtError):
 
 
 class StoreUnavailable(Unavailable):
-    """PostgreSQL is unreachable."""
+    """PostgreSQL is unreachable, or has no flowrt schema yet (run ``flowrt migrate``)."""
 
 
 class BusUnavailable(Unavailable):

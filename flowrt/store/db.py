@@ -27,13 +27,25 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# flowrt's tables or functions are missing: the database was never migrated, or is
+# older than this flowrt. Retryable like an outage (compose starts the API and workers
+# while the one-shot migrate runs), and said plainly.
+_NOT_MIGRATED: tuple[type[BaseException], ...] = (
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedFunctionError,
+)
+
+
 @asynccontextmanager
 async def unavailable() -> AsyncIterator[None]:
-    """Turn "PostgreSQL cannot be reached" into ``StoreUnavailable``."""
+    """Turn "PostgreSQL cannot be reached" (or "is not migrated") into ``StoreUnavailable``."""
     try:
         yield
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
+    except _NOT_MIGRATED as exc:
+        raise StoreUnavailable(f"PostgreSQL is not migrated for this flowrt ({exc}):"
+                               " run `flowrt migrate`") from exc
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import secrets
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -24,7 +26,7 @@ from flowrt.definition import load_definition, parse_definition
 from flowrt.settings import Settings
 from flowrt.store import Database
 from flowrt.store.definitions import DefinitionStore
-from tests.conftest import free_port
+from tests.conftest import free_port, with_database
 from tests.support.api import api_client, register_demo
 
 ORDER_YAML = Path(__file__).resolve().parents[2] / "workers" / "demo" / "order.yaml"
@@ -396,6 +398,26 @@ async def test_postgres_down_answers_503_and_publishes_nothing(settings, redis_c
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     assert await redis_client.xlen(stream_key(settings)) == 0
     assert await redis_client.exists(stream_key(settings)) == 0
+
+
+async def test_database_not_migrated_answers_503_not_500(settings, pg_server_url):
+    """The API started before (or without) ``flowrt migrate``: a clear, retryable 503."""
+    name = f"flowrt_api_empty_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(pg_server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        empty = replace(settings, database_url=with_database(pg_server_url, name))
+        async with api_client(empty) as client:
+            started = await client.post("/v1/executions", json={"workflow": "order"})
+            event = await client.post("/v1/executions/x/events", json={"name": "approve"})
+            read = await client.get("/v1/executions/x")
+        for r in (started, event, read):
+            body = assert_problem(r, 503, "unavailable")
+            assert r.headers["retry-after"]
+            assert "PostgreSQL" in body["detail"]
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def test_readyz_when_everything_is_up(settings):

@@ -167,6 +167,15 @@ def empty_database(pg_server_url: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.mark.parametrize("command", [["workflows", "list"], ["replay", "some-id"], ["doctor"]],
+                         ids=" ".join)
+def test_a_database_not_migrated_says_so_in_one_line(empty_database: str,
+                                                     command: list[str]) -> None:
+    r = flowrt(*command, env=settings_env(Settings(database_url=empty_database)))
+    assert r.returncode == 1
+    assert "not migrated" in one_error_line(r) and "flowrt migrate" in r.stderr
+
+
 def test_migrate_fresh_database(empty_database: str) -> None:
     env = settings_env(Settings(database_url=empty_database))
     expected = migrations()
