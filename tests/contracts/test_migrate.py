@@ -59,9 +59,9 @@ async def _versions(url: str) -> list[tuple[int, str]]:
 
 
 ALL = ["0001_init.sql", "0002_append_function.sql", "0003_dead_events_index.sql",
-       "0004_start_function.sql"]
+       "0004_start_function.sql", "0005_events_refuse_truncate.sql"]
 VERSIONS = [(1, "init"), (2, "append_function"), (3, "dead_events_index"),
-            (4, "start_function")]
+            (4, "start_function"), (5, "events_refuse_truncate")]
 
 
 def test_migrations_are_found_in_order() -> None:
@@ -140,4 +140,12 @@ async def test_events_refuse_delete(pg: asyncpg.Connection) -> None:
     await _one_event(pg)
     with pytest.raises(asyncpg.RaiseError, match=r"append-only \(DELETE refused\)"):
         await pg.execute("DELETE FROM events WHERE execution_id = 'x1'")
+    assert await pg.fetchval("SELECT count(*) FROM events") == 1
+
+
+async def test_events_refuse_truncate(pg: asyncpg.Connection) -> None:
+    await _one_event(pg)
+    for statement in ("TRUNCATE events, event_processing", "TRUNCATE executions CASCADE"):
+        with pytest.raises(asyncpg.RaiseError, match=r"append-only \(TRUNCATE refused\)"):
+            await pg.execute(statement)
     assert await pg.fetchval("SELECT count(*) FROM events") == 1
