@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,13 +28,16 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-# flowrt's tables or functions are missing: the database was never migrated, or is
+# flowrt's own tables or functions are missing: the database was never migrated, or is
 # older than this flowrt. Retryable like an outage (compose starts the API and workers
-# while the one-shot migrate runs), and said plainly.
+# while the one-shot migrate runs), and said plainly. Any other SQL error is a bug and
+# is not translated.
 _NOT_MIGRATED: tuple[type[BaseException], ...] = (
     asyncpg.UndefinedTableError,
     asyncpg.UndefinedFunctionError,
 )
+_OURS = re.compile(r'"(executions|events|event_processing|workflow_definitions|flowrt_\w+)"'
+                   r"|\bflowrt_\w+\(")
 
 
 @asynccontextmanager
@@ -44,7 +48,10 @@ async def unavailable() -> AsyncIterator[None]:
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
     except _NOT_MIGRATED as exc:
-        raise StoreUnavailable(f"PostgreSQL is not migrated for this flowrt ({exc}):"
+        what = getattr(exc, "message", None) or str(exc).splitlines()[0]  # no HINT lines
+        if not _OURS.search(what):
+            raise
+        raise StoreUnavailable(f"PostgreSQL is not migrated for this flowrt ({what}):"
                                " run `flowrt migrate`") from exc
 
 

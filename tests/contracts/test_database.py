@@ -49,6 +49,15 @@ async def test_sql_errors_are_not_translated(settings: Settings) -> None:
                 await conn.fetchval("SELECT * FROM no_such_table")
 
 
+async def test_missing_flowrt_schema_is_store_unavailable(settings: Settings) -> None:
+    """Only flowrt's own objects: a deployment that skipped ``flowrt migrate``."""
+    async with Database(settings.database_url) as db:
+        for query in ("SELECT * FROM flowrt_nothing_here", "SELECT flowrt_nothing_here(1)"):
+            with pytest.raises(StoreUnavailable, match=r"not migrated.*run `flowrt migrate`"):
+                async with db.connection() as conn:
+                    await conn.fetchval(query)
+
+
 async def test_closed_database_cannot_restart(settings: Settings) -> None:
     db = Database(settings.database_url)
     await db.start()
