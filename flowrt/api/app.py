@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from ..bus import Bus, Keys
+from ..bus.batcher import HintBatcher
 from ..errors import FlowrtError
 from ..metrics import Metrics
 from ..settings import Settings
@@ -36,15 +37,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                       max_size=settings.db_pool_max, timeout=settings.db_timeout)
         bus = Bus(settings.redis_url, Keys(settings.redis_prefix), timeout=settings.redis_timeout)
         published = PublishedMarks(Outbox(db))
+        hints = HintBatcher(bus)
         await db.start()
         await bus.start()
         await published.start()
-        app.state.flowrt = ApiState(settings=settings, db=db, bus=bus,
+        await hints.start()
+        app.state.flowrt = ApiState(settings=settings, db=db, bus=bus, hints=hints,
                                     executions=ExecutionStore(db), published=published,
                                     metrics=Metrics(registry or CollectorRegistry()))
         try:
             yield
         finally:
+            await hints.close()
             await published.close()
             await bus.close()
             await db.close()

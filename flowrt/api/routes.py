@@ -54,7 +54,7 @@ async def _accepted(request: Request, state: ApiState, appended: Appended) -> Re
         try:
             # Bounded: a stalled Redis (CLIENT PAUSE, a failover) must not hold the 202.
             async with asyncio.timeout(state.settings.publish_timeout):
-                await state.bus.publish([hint])
+                await state.hints.publish(hint)
             state.published.add(hint)
         except Exception as exc:  # any failure (down, slow, OOM, READONLY): still accepted
             state.metrics.publish_failures.inc()
