@@ -11,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from .db import Database
+from .processing import BEHIND
 
 __all__ = ["DeadEvent", "HealthStore", "StuckExecution", "UnpublishedEvent"]
 
@@ -47,18 +48,7 @@ class UnpublishedEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # Each check: the part shared by its count and its examples.
-# Lagging executions come from their partial index, then one primary-key look-up
-# each for the next event's age. Materialized, with the look-up as a subquery: the
-# planner misjudges how few executions lag (a comparison of two columns) and would
-# otherwise hash-join a scan of the whole events table.
-_STUCK = (
-    "WITH behind AS MATERIALIZED (SELECT x.tenant_id, x.execution_id, x.workflow,"
-    " x.processed_seq, x.last_seq, (SELECT e.created_at FROM events e"
-    " WHERE e.tenant_id = x.tenant_id AND e.execution_id = x.execution_id"
-    " AND e.seq = x.processed_seq + 1) AS since FROM executions x"
-    " WHERE x.processed_seq < x.last_seq AND x.blocked_seq IS NULL)"
-    " SELECT {} FROM behind WHERE since < now() - make_interval(secs => $1)"
-)
+_STUCK = BEHIND  # the reconciler's query (store/processing.py), counted or listed here
 _DEAD = (
     " FROM event_processing p JOIN events e USING (tenant_id, execution_id, seq)"
     " WHERE p.status = 'dead'"

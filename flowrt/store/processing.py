@@ -18,7 +18,7 @@ from ..events import Event, Hint, Outcome, RecordedEvent
 from ..machine import Snapshot
 from .db import Database
 
-__all__ = ["Committed", "Lease", "ProcessingStore"]
+__all__ = ["BEHIND", "Committed", "Lease", "ProcessingStore"]
 
 
 class Lease(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +49,22 @@ _LOG_QUERY = (
     " FROM events e JOIN event_processing p USING (tenant_id, execution_id, seq)"
     " WHERE e.tenant_id = $1 AND e.execution_id = $2 AND e.seq > $3 AND e.seq <= $4"
     " ORDER BY e.seq"
+)
+
+
+# Executions not blocked whose next unprocessed event is older than $1 seconds, as
+# ``SELECT {} FROM behind``: for the reconciler and for ``flowrt doctor``. Lagging
+# executions come from their partial index, then one primary-key look-up each for the
+# next event's age. MATERIALIZED, with the look-up as a subquery: the planner
+# misjudges how few executions lag (two columns compared) and would otherwise
+# hash-join a scan of the whole log.
+BEHIND = (
+    "WITH behind AS MATERIALIZED (SELECT x.tenant_id, x.execution_id, x.workflow,"
+    " x.processed_seq, x.last_seq, (SELECT e.created_at FROM events e"
+    " WHERE e.tenant_id = x.tenant_id AND e.execution_id = x.execution_id"
+    " AND e.seq = x.processed_seq + 1) AS since FROM executions x"
+    " WHERE x.processed_seq < x.last_seq AND x.blocked_seq IS NULL)"
+    " SELECT {} FROM behind WHERE since < now() - make_interval(secs => $1)"
 )
 
 
@@ -233,17 +249,7 @@ class ProcessingStore:
     async def lagging(self, grace: float, limit: int) -> list[Hint]:
         """Executions whose next unprocessed event has waited longer than ``grace``."""
         async with self._db.connection() as conn:
-            # Lagging executions from their partial index, then one primary-key look-up
-            # each for the next event's age. MATERIALIZED, with the look-up as a
-            # subquery: the planner misjudges how few executions lag (two columns
-            # compared) and would otherwise hash-join a scan of the whole log.
-            rows = await conn.fetch(
-                "WITH behind AS MATERIALIZED (SELECT x.tenant_id, x.execution_id, x.last_seq,"
-                " (SELECT e.created_at FROM events e WHERE e.tenant_id = x.tenant_id"
-                " AND e.execution_id = x.execution_id AND e.seq = x.processed_seq + 1) AS since"
-                " FROM executions x WHERE x.processed_seq < x.last_seq AND x.blocked_seq IS NULL)"
-                " SELECT tenant_id, execution_id, last_seq FROM behind"
-                " WHERE since < now() - make_interval(secs => $1)"
-                " ORDER BY since LIMIT $2", grace, limit)
+            rows = await conn.fetch(BEHIND.format("tenant_id, execution_id, last_seq")
+                                    + " ORDER BY since LIMIT $2", grace, limit)
         return [Hint(tenant=r["tenant_id"], execution_id=r["execution_id"], seq=r["last_seq"])
                 for r in rows]

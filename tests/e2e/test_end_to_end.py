@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 from dataclasses import replace
 
@@ -16,6 +15,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.support.e2e_checks import check_exactly_once_in_order, wait_processed
+from tests.support.observe import metric
 from tests.support.procs import settings_env, start_api, start_worker, wait_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -34,11 +34,6 @@ async def _send_all(client: httpx.AsyncClient, requests: list[tuple[str, dict]])
             return r.json()
 
     return await asyncio.gather(*(one(p, b) for p, b in requests))
-
-
-def _metric(text: str, name: str) -> float:
-    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 async def test_thousand_events_two_workers_then_kill_9(settings, pg, tmp_path):
@@ -94,7 +89,7 @@ async def test_thousand_events_two_workers_then_kill_9(settings, pg, tmp_path):
             survivor_port = ports[workers.index(survivor)]
             # one short scrape of a subprocess's metrics; blocking the loop here is harmless
             text = httpx.get(f"http://127.0.0.1:{survivor_port}/metrics").text  # noqa: ASYNC210
-            assert _metric(text, "flowrt_messages_reclaimed_total") > 0, "nothing was reclaimed"
+            assert metric(text, "flowrt_messages_reclaimed_total") > 0, "nothing was reclaimed"
             dead = await pg.fetchval("SELECT count(*) FROM event_processing WHERE status = 'dead'")
             assert dead == 0
     finally:

@@ -21,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import redis.asyncio as aioredis
 from flowrt.settings import Settings
 from tests.conftest import free_port
 from tests.support.e2e_checks import check_exactly_once_in_order, wait_processed
+from tests.support.observe import eventually, metric
 from tests.support.procs import BIN, ROOT, Proc, settings_env, start_api, start_worker, wait_http
 from tests.support.servers import private_postgres, private_redis
 
@@ -53,12 +53,6 @@ def _short(settings: Settings, **extra: object) -> Settings:
     return replace(settings, **{**values, **extra})  # type: ignore[arg-type]
 
 
-def _metric(text: str, name: str) -> float:
-    """Sum of every sample of ``name`` (all label sets)."""
-    return sum(float(m.group(1)) for m in
-               re.finditer(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", text, re.M))
-
-
 def _metrics(port: int) -> str:
     return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
 
@@ -72,13 +66,6 @@ async def _post_all(client: httpx.AsyncClient, requests: Iterable[tuple[str, dic
         assert r.status_code == expect, (path, r.status_code, r.headers, r.text)
         out.append(r)
     return out
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, f"{what} (after {within}s)"
-        await asyncio.sleep(0.1)
 
 
 async def _fetchval(pg: asyncpg.Connection, query: str) -> bool:
@@ -135,7 +122,7 @@ async def test_redis_killed_and_back_empty(settings, pg, tmp_path):
                 private = aioredis.from_url(redis_server.url)
                 await private.set(f"{s.redis_prefix}:sentinel", "before")
                 await private.aclose()
-                before = _metric(_metrics(metrics_port), "flowrt_hints_republished_total")
+                before = metric(_metrics(metrics_port), "flowrt_hints_republished_total")
 
                 redis_server.kill9()
 
@@ -154,7 +141,7 @@ async def test_redis_killed_and_back_empty(settings, pg, tmp_path):
                 assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready
                 assert (await client.get("/healthz")).status_code == 200
                 api_metrics = (await client.get("/metrics")).text
-                assert _metric(api_metrics, "flowrt_publish_failures_total") >= 20
+                assert metric(api_metrics, "flowrt_publish_failures_total") >= 20
                 await asyncio.sleep(1.5)  # the worker's loops run into the outage
                 assert worker.alive(), worker.output()[-3000:]
 
@@ -169,13 +156,13 @@ async def test_redis_killed_and_back_empty(settings, pg, tmp_path):
                 assert await pg.fetchval("SELECT count(*) FROM events WHERE name = 'tick'") == 35
                 assert await pg.fetchval(
                     "SELECT count(*) FROM event_processing WHERE status = 'dead'") == 0
-                await _eventually(  # the relay marks them published right after publishing
+                await eventually(  # the relay marks them published right after publishing
                     lambda: _fetchval(pg, "SELECT count(*) = 0 FROM event_processing"
                                           " WHERE NOT published"), 10, "left unpublished")
                 assert worker.alive(), worker.output()[-3000:]
-                after = _metric(_metrics(metrics_port), "flowrt_hints_republished_total")
+                after = metric(_metrics(metrics_port), "flowrt_hints_republished_total")
                 assert after > before, (before, after)
-                await _eventually(lambda: _ready(client), 10, "API not ready after Redis is back")
+                await eventually(lambda: _ready(client), 10, "API not ready after Redis is back")
         finally:
             _stop_all(procs)
 
@@ -243,7 +230,7 @@ async def test_postgres_killed_and_back(settings, redis_client, tmp_path):
 
                 pg_server.start()
 
-                await _eventually(lambda: _ready(client), 15, "API not ready after PostgreSQL")
+                await eventually(lambda: _ready(client), 15, "API not ready after PostgreSQL")
                 await _post_all(client, [(f"/v1/executions/{x}/events", {"name": "tick"})
                                          for _ in range(2) for x in ids])
                 await _post_all(client, [("/v1/executions", {"workflow": "counter",
@@ -308,7 +295,7 @@ async def test_long_postgres_outage_does_not_kill_events(settings, tmp_path):
                 await check_exactly_once_in_order(pg)
             finally:
                 await pg.close()
-            assert _metric(_metrics(metrics_port), "flowrt_dead_letters_total") == 0
+            assert metric(_metrics(metrics_port), "flowrt_dead_letters_total") == 0
         finally:
             _stop_all(procs)
 
@@ -378,7 +365,7 @@ async def test_paused_worker_is_fenced(settings, pg, tmp_path):
                 assert time.monotonic() < deadline, "the paused worker never finished its action"
                 await asyncio.sleep(0.1)
             deadline = time.monotonic() + 10
-            while _metric(_metrics(paused_port), "flowrt_lease_lost_total") < 1:
+            while metric(_metrics(paused_port), "flowrt_lease_lost_total") < 1:
                 assert time.monotonic() < deadline, paused.output()[-3000:]
                 await asyncio.sleep(0.1)
             assert (x, slow_seq) in _calls(tmp_path, other.pid), "the other worker re-ran it"

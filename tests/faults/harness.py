@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -30,6 +29,7 @@ from flowrt.bus.keys import GROUP, Keys
 from flowrt.settings import Settings
 from tests.conftest import free_port
 from tests.faults.sinkapp import SINK_SQL
+from tests.support.observe import eventually, metric
 from tests.support.procs import BIN, ROOT, Proc, settings_env, wait_http
 from tests.support.servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
 
@@ -43,22 +43,6 @@ SHORT = {
     "relay_grace": 1.0, "shutdown_grace": 5.0, "db_timeout": 2.0, "redis_timeout": 1.0,
     "db_pool_max": 5, "retry_initial_delay": 0.05, "retry_max_delay": 0.2,
 }
-
-
-def metric(text: str, name: str) -> float:
-    """Sum of every sample of ``name`` (all label sets) in a Prometheus text page."""
-    return sum(float(m.group(1)) for m in
-               re.finditer(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", text, re.M))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float, what: str) -> float:
-    """Poll ``check`` until true; returns the seconds it took."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"{what} (after {within:g} s)")
-        await asyncio.sleep(0.1)
-    return time.monotonic() - started
 
 
 class Stack:
