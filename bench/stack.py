@@ -71,7 +71,7 @@ class Servers:
             raise RuntimeError(f"flowrt migrate failed: {output.decode(errors='replace')}")
         async with Database(s.database_url) as db:
             for workflow in app.workflows:
-                await DefinitionStore(db).register(s.tenant, workflow)
+                await DefinitionStore(db).register(workflow)
 
     async def fresh_database(self, name: str) -> None:
         await self.admin(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')

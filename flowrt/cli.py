@@ -11,11 +11,12 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import version as _pkg_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .apikeys import ROLES
 from .errors import FlowrtError, NotFound, SettingsError
 from .settings import SETTINGS, Settings, env_given, load_settings
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # the commands import these lazily, to keep start-up light
     from .definition import Workflow
     from .events import RecordedEvent
     from .health import Report, Thresholds
+    from .store.tenants import TenantStore
 
 __all__ = ["main", "worker_main"]
 
@@ -34,7 +36,7 @@ class _Exit(Exception):
         self.message = message
 
 
-_FLAGS = ("database_url", "redis_url", "host", "port", "metrics_port", "concurrency")
+_FLAGS = ("database_url", "redis_url", "host", "port", "metrics_port", "concurrency", "tenant")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -89,11 +91,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 async def _api(s: Settings) -> int:
-    import contextlib
-
-    import uvicorn
-
-    from .api import create_app
+    from .api.server import serve
     from .devservers import port_is_free
 
     if not port_is_free(s.port, s.host):
@@ -101,21 +99,7 @@ async def _api(s: Settings) -> int:
         raise _Exit(1, f"{s.host}:{s.port} is taken; stop what listens there or set"
                        " FLOWRT_PORT / --port")
 
-    class Server(uvicorn.Server):
-        # uvicorn re-raises SIGTERM after a clean shutdown (exit 143); we handle the
-        # signals ourselves so that a drained API exits 0.
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    config = uvicorn.Config(create_app(s), host=s.host, port=s.port, log_level="warning",
-                            timeout_graceful_shutdown=int(s.shutdown_grace), access_log=False,
-                            lifespan="on")
-    server = Server(config)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    await server.serve()
+    await serve(s)
     return 0
 
 
@@ -171,7 +155,7 @@ async def _apply(s: Settings, workflows: list[Workflow]) -> int:
     async with Database(s.database_url, timeout=s.db_timeout) as db:
         store = DefinitionStore(db)
         for wf in workflows:
-            created = await store.register(s.tenant, wf)
+            created = await store.register(wf)
             print(f"{wf.name} version {wf.version}: {'registered' if created else 'unchanged'}")
     return 0
 
@@ -185,9 +169,65 @@ async def _list_workflows(s: Settings) -> int:
     from .store.definitions import DefinitionStore
 
     async with Database(s.database_url, timeout=s.db_timeout) as db:
-        for name, version, created in await DefinitionStore(db).list(s.tenant):
+        for name, version, created in await DefinitionStore(db).list():
             print(f"{name}\t{version}\t{created}")
     return 0
+
+
+def cmd_tenants_create(args: argparse.Namespace) -> int:
+    async def create(store: TenantStore) -> None:
+        created = await store.create_tenant(args.name, rate_limit=args.rate,
+                                            rate_burst=args.burst)
+        print(f"tenant {args.name}: {'created' if created else 'exists (limits updated)'}")
+    return _with_tenants(args, create)
+
+
+def cmd_tenants_list(args: argparse.Namespace) -> int:
+    async def show(store: TenantStore) -> None:
+        print("TENANT\tRATE\tBURST\tKEYS\tCREATED")
+        for t in await store.tenants():
+            rate = "default" if t.rate_limit is None else f"{t.rate_limit:g}"
+            burst = "default" if t.rate_burst is None else str(t.rate_burst)
+            print(f"{t.tenant}\t{rate}\t{burst}\t{t.keys}\t{t.created_at.isoformat()}")
+    return _with_tenants(args, show)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    async def create(store: TenantStore) -> None:
+        issued = await store.create_key(args.tenant, args.role)
+        print(f"created key {issued.key_id} ({issued.role}) for tenant {issued.tenant};"
+              " it is shown once, store it now:", file=sys.stderr)
+        print(issued.key)
+    return _with_tenants(args, create)
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    async def show(store: TenantStore) -> None:
+        print("KEY_ID\tTENANT\tROLE\tCREATED\tREVOKED")
+        for k in await store.keys(args.tenant):
+            revoked = k.revoked_at.isoformat() if k.revoked_at else "-"
+            print(f"{k.key_id}\t{k.tenant}\t{k.role}\t{k.created_at.isoformat()}\t{revoked}")
+    return _with_tenants(args, show)
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    async def revoke(store: TenantStore) -> None:
+        now = await store.revoke(args.key_id)
+        print(f"key {args.key_id}: {'revoked' if now else 'was already revoked'}")
+    return _with_tenants(args, revoke)
+
+
+def _with_tenants(args: argparse.Namespace,
+                  use: Callable[[TenantStore], Coroutine[Any, Any, None]]) -> int:
+    from .store import Database
+    from .store.tenants import TenantStore
+
+    async def run(s: Settings) -> int:
+        async with Database(s.database_url, timeout=s.db_timeout) as db:
+            await use(TenantStore(db))
+        return 0
+
+    return asyncio.run(run(_settings(args)))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -227,7 +267,7 @@ async def _fetch_log(s: Settings, execution_id: str,
     async with Database(s.database_url, timeout=s.db_timeout) as db:
         execution = await ExecutionStore(db).get(s.tenant, execution_id)
         workflow = override or await DefinitionStore(db).get(
-            s.tenant, execution.workflow, execution.version)
+            execution.workflow, execution.version)
         log = await ProcessingStore(db).load(s.tenant, execution_id, 0, execution.last_seq)
     return workflow, log
 
@@ -295,6 +335,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return int(text)
+
+
+def _tenant_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tenant", metavar="NAME", help="the execution's tenant (env FLOWRT_TENANT)")
+
+
 def _worker_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app", required=True,
                    help="import string of a flowrt.App, e.g. workers.demo:app")
@@ -340,6 +390,40 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_flags(a, redis=False)
     a.set_defaults(func=cmd_workflows_list)
 
+    p = sub.add_parser("tenants", help="create and list tenants")
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = tsub.add_parser("create", help="create a tenant (again: update its limits)")
+    a.add_argument("name", metavar="NAME",
+                   help="1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    a.add_argument("--rate", type=_seconds, metavar="PER_SECOND",
+                   help="this tenant's request rate limit (default FLOWRT_RATE_LIMIT)")
+    a.add_argument("--burst", type=_count, metavar="REQUESTS",
+                   help="this tenant's burst (default FLOWRT_RATE_BURST)")
+    _connection_flags(a, redis=False)
+    a.set_defaults(func=cmd_tenants_create)
+    a = tsub.add_parser("list", help="list tenants, their limits and active keys")
+    _connection_flags(a, redis=False)
+    a.set_defaults(func=cmd_tenants_list)
+
+    p = sub.add_parser("keys", help="create, list and revoke API keys")
+    ksub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = ksub.add_parser("create", help="create a key; it is printed once, on stdout")
+    a.add_argument("--tenant", required=True, metavar="NAME", help="the key's tenant")
+    a.add_argument("--role", choices=ROLES, default="writer",
+                   help="reader: read; writer: read and send events (default); admin: also"
+                        " /metrics")
+    _connection_flags(a, redis=False)
+    a.set_defaults(func=cmd_keys_create)
+    a = ksub.add_parser("list", help="list keys (never their secrets)")
+    a.add_argument("--tenant", metavar="NAME", help="only this tenant's keys")
+    _connection_flags(a, redis=False)
+    a.set_defaults(func=cmd_keys_list)
+    a = ksub.add_parser("revoke", help="revoke a key (the API stops accepting it within"
+                                       " FLOWRT_AUTH_CACHE_TTL)")
+    a.add_argument("key_id", metavar="KEY_ID", help="as `flowrt keys list` shows it")
+    _connection_flags(a, redis=False)
+    a.set_defaults(func=cmd_keys_revoke)
+
     p = sub.add_parser("replay", help="replay an execution's log through its definition",
                        description="Exit 0 when the replay matches the recorded log, 1 when it"
                                    " diverges, 2 when the execution does not exist.")
@@ -349,11 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--definition", metavar="FILE", help="replay against this definition instead")
     p.add_argument("--log", metavar="FILE",
                    help="replay an exported JSONL log (needs --definition)")
+    _tenant_flag(p)
     _connection_flags(p, redis=False)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("export", help="print an execution's log as JSONL (input of replay --log)")
     p.add_argument("execution_id", metavar="EXECUTION_ID")
+    _tenant_flag(p)
     _connection_flags(p, redis=False)
     p.set_defaults(func=cmd_export)
 

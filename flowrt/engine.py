@@ -82,7 +82,7 @@ class Engine:
 
     async def _workflow(self, lease: Lease) -> Workflow:
         return (self._app.workflow(lease.workflow, lease.version)
-                or await self._definitions.get(lease.tenant, lease.workflow, lease.version))
+                or await self._definitions.get(lease.workflow, lease.version))
 
     async def _process(self, lease: Lease, workflow: Workflow, snapshot: Snapshot,
                        event: Event) -> tuple[Snapshot, int]:

@@ -22,6 +22,17 @@ class Metrics:
             "flowrt_publish_failures_total",
             "Hints that could not be published after the commit (left to the relay).",
             registry=registry)
+        self.auth_failures = Counter(
+            "flowrt_auth_failures_total",
+            "Requests refused for their credentials (401) or their key's role (403).",
+            ["reason"], registry=registry)
+        self.rate_limited = Counter(
+            "flowrt_rate_limited_total", "Requests refused by a tenant's rate limit (429).",
+            registry=registry)
+        self.rate_limit_open = Counter(
+            "flowrt_rate_limit_fail_open_total",
+            "Requests let through unchecked because Redis could not answer the rate limiter.",
+            registry=registry)
         self.events_processed = Counter(
             "flowrt_events_processed_total", "Events processed by workers, by outcome.",
             ["workflow", "outcome"], registry=registry)

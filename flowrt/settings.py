@@ -37,8 +37,15 @@ class Settings:
     # API
     host: str = "127.0.0.1"
     port: int = 8000
+    auth: str = "on"
+    auth_cache_ttl: float = 5.0
+    rate_limit: float = 1000.0
+    rate_burst: int = 2000
     body_limit: int = 1024 * 1024
+    header_limit: int = 16 * 1024
     max_json_depth: int = 32
+    max_object_keys: int = 1000
+    max_string_length: int = 64 * 1024
     # worker
     metrics_port: int = 9100
     concurrency: int = 16
@@ -81,11 +88,20 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "database_url": ("FLOWRT_DATABASE_URL", "PostgreSQL URL (the log, the only source of truth)"),
     "redis_url": ("FLOWRT_REDIS_URL", "Redis URL (stream of wake-up hints, locks)"),
     "redis_prefix": ("FLOWRT_REDIS_PREFIX", "prefix of every Redis key flowrt uses"),
-    "tenant": ("FLOWRT_TENANT", "tenant id written on every row until auth lands"),
+    "tenant": ("FLOWRT_TENANT", "the CLI's tenant (replay, export); the API's when auth is off"),
     "host": ("FLOWRT_HOST", "API listen host"),
     "port": ("FLOWRT_PORT", "API listen port"),
+    "auth": ("FLOWRT_AUTH", "on (API keys required) or off (local experiments only)"),
+    "auth_cache_ttl": ("FLOWRT_AUTH_CACHE_TTL",
+                       "how long the API trusts a checked key (a revocation's delay)"),
+    "rate_limit": ("FLOWRT_RATE_LIMIT", "requests per second per tenant (0: no limit)"),
+    "rate_burst": ("FLOWRT_RATE_BURST", "requests a tenant may send at once above the rate"),
     "body_limit": ("FLOWRT_BODY_LIMIT", "largest accepted request body in bytes (413 above)"),
+    "header_limit": ("FLOWRT_HEADER_LIMIT", "largest accepted request headers in bytes (431)"),
     "max_json_depth": ("FLOWRT_MAX_JSON_DEPTH", "deepest accepted JSON nesting"),
+    "max_object_keys": ("FLOWRT_MAX_OBJECT_KEYS", "most keys in one JSON object (422 above)"),
+    "max_string_length": ("FLOWRT_MAX_STRING_LENGTH",
+                          "longest JSON string, in characters (422 above)"),
     "metrics_port": ("FLOWRT_METRICS_PORT", "worker Prometheus port (0 disables)"),
     "concurrency": ("FLOWRT_CONCURRENCY", "executions a worker processes at once"),
     "lock_ttl": ("FLOWRT_LOCK_TTL", "per-execution lock lifetime; extended while work runs"),
@@ -112,11 +128,14 @@ SETTINGS: dict[str, tuple[str, str]] = {
 }
 
 _POSITIVE = {"action_timeout", "port", "body_limit", "max_json_depth", "concurrency",
+             "auth_cache_ttl", "rate_burst", "header_limit", "max_object_keys",
+             "max_string_length",
              "lock_ttl", "lock_wait",
              "claim_timeout", "claim_interval", "max_deliveries", "reconciler_period",
              "relay_period", "shutdown_grace", "retry_attempts", "db_pool_max", "db_timeout",
              "redis_timeout", "publish_timeout"}
-_CHOICES = {"log_level": ("debug", "info", "warning", "error"),
+_CHOICES = {"auth": ("on", "off"),
+            "log_level": ("debug", "info", "warning", "error"),
             "log_format": ("auto", "json", "console")}
 
 

@@ -141,7 +141,7 @@ class Worker:
         while True:
             try:
                 for wf in self.app.workflows:
-                    created = await self._definitions.register(self.settings.tenant, wf)
+                    created = await self._definitions.register(wf)
                     _log.info("definition registered" if created
                               else "definition already registered",
                               workflow=wf.name, version=wf.version)

@@ -15,6 +15,9 @@ from ..errors import FlowrtError
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import Database, ExecutionStore, Outbox, PublishedMarks
+from ..store.tenants import TenantStore
+from .auth import Authenticator
+from .limits import RateLimiter
 from .problems import (
     Problem,
     handle_flowrt_error,
@@ -42,9 +45,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         await bus.start()
         await published.start()
         await hints.start()
+        metrics = Metrics(registry or CollectorRegistry())
         app.state.flowrt = ApiState(settings=settings, db=db, bus=bus, hints=hints,
                                     executions=ExecutionStore(db), published=published,
-                                    metrics=Metrics(registry or CollectorRegistry()))
+                                    metrics=metrics,
+                                    auth=Authenticator(settings, TenantStore(db), metrics),
+                                    limiter=RateLimiter(settings, bus, metrics))
         try:
             yield
         finally:

@@ -8,12 +8,13 @@ integers beyond 64 bits, absurd nesting) are refused before anything is written.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 from starlette.requests import Request
 
-from ..jsonvalues import problem_in
+from ..jsonvalues import Limits, over_limit, problem_in
+from ..settings import Settings
 from .problems import Problem
 
 __all__ = ["read_json"]
@@ -25,7 +26,8 @@ def _bad(detail: str) -> Problem:
     return Problem(400, "malformed-body", "Malformed Request Body", detail)
 
 
-async def read_json(request: Request, kind: type[T], *, limit: int, max_depth: int) -> T:
+async def read_json(request: Request, kind: type[T], settings: Settings) -> T:
+    limit, max_depth = settings.body_limit, settings.max_json_depth
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     is_json_suffix = ctype.startswith("application/") and ctype.endswith("+json")
     if ctype != "application/json" and not is_json_suffix:
@@ -56,7 +58,12 @@ async def read_json(request: Request, kind: type[T], *, limit: int, max_depth: i
         raise _bad(f"JSON nested deeper than {max_depth} levels") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise _bad(f"malformed JSON: {exc}") from None
-    _check(value, max_depth)
+    bad = problem_in(value, max_depth, Limits(max_object_keys=settings.max_object_keys,
+                                              max_string_length=settings.max_string_length))
+    if bad is not None:
+        if over_limit(bad):
+            raise Problem(422, "limit-exceeded", "Limit Exceeded", bad)
+        raise _bad(bad)
     try:
         return msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
@@ -67,8 +74,3 @@ def _too_large(limit: int) -> Problem:
     return Problem(413, "body-too-large", "Content Too Large",
                    f"the body exceeds the limit of {limit} bytes")
 
-
-def _check(value: Any, max_depth: int) -> None:
-    bad = problem_in(value, max_depth)
-    if bad is not None:
-        raise _bad(bad)

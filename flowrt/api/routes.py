@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from ..apikeys import Principal, Role
 from ..errors import Unavailable
 from ..events import EXECUTION_STATUSES, Hint, is_reserved
 from ..store.executions import Appended
@@ -44,13 +45,12 @@ def _execution_id(value: str) -> str:
     return value
 
 
-async def _accepted(request: Request, state: ApiState, appended: Appended) -> Response:
+async def _accepted(state: ApiState, who: Principal, appended: Appended) -> Response:
     if appended.created:
         state.metrics.events_appended.labels(workflow=appended.workflow).inc()
         # The event is durable now. If the hint cannot be sent, the event stays
         # unpublished and the workers' relay sends it: still accepted, never lost.
-        hint = Hint(tenant=state.settings.tenant, execution_id=appended.execution_id,
-                    seq=appended.seq)
+        hint = Hint(tenant=who.tenant, execution_id=appended.execution_id, seq=appended.seq)
         try:
             # Bounded: a stalled Redis (CLIENT PAUSE, a failover) must not hold the 202.
             async with asyncio.timeout(state.settings.publish_timeout):
@@ -68,27 +68,25 @@ async def _accepted(request: Request, state: ApiState, appended: Appended) -> Re
     return _json(body, 202, headers)
 
 
-async def start_execution(request: Request) -> Response:
+async def start_execution(request: Request, who: Principal) -> Response:
     state = _state(request)
-    s = state.settings
-    body = await read_json(request, StartRequest, limit=s.body_limit, max_depth=s.max_json_depth)
+    body = await read_json(request, StartRequest, state.settings)
     if body.execution_id is not None:
         _execution_id(body.execution_id)
     appended = await state.executions.start(
-        s.tenant, workflow=body.workflow, version=body.version, input=body.input,
+        who.tenant, workflow=body.workflow, version=body.version, input=body.input,
         execution_id=body.execution_id, request_hash=request_hash(body))
-    return await _accepted(request, state, appended)
+    return await _accepted(state, who, appended)
 
 
-async def send_event(request: Request) -> Response:
+async def send_event(request: Request, who: Principal) -> Response:
     state = _state(request)
-    s = state.settings
     execution_id = _execution_id(request.path_params["execution_id"])
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= 255 and key.isprintable()):
         raise Problem(400, "malformed-idempotency-key", "Malformed Idempotency-Key",
                       "Idempotency-Key must be 1-255 printable characters")
-    body = await read_json(request, EventRequest, limit=s.body_limit, max_depth=s.max_json_depth)
+    body = await read_json(request, EventRequest, state.settings)
     if is_reserved(body.name):
         raise Problem(422, "reserved-event-name", "Reserved Event Name",
                       f"event names starting with 'flowrt.' belong to the runtime: {body.name!r}")
@@ -97,15 +95,15 @@ async def send_event(request: Request) -> Response:
                       "an event name is 1-128 letters, digits, '_', '.' or '-',"
                       " starting with a letter or '_'")
     appended = await state.executions.append(
-        s.tenant, execution_id, name=body.name, payload=body.payload, idempotency_key=key,
+        who.tenant, execution_id, name=body.name, payload=body.payload, idempotency_key=key,
         request_hash=request_hash(body))
-    return await _accepted(request, state, appended)
+    return await _accepted(state, who, appended)
 
 
-async def get_execution(request: Request) -> Response:
+async def get_execution(request: Request, who: Principal) -> Response:
     state = _state(request)
     execution_id = _execution_id(request.path_params["execution_id"])
-    return _json(await state.executions.get(state.settings.tenant, execution_id))
+    return _json(await state.executions.get(who.tenant, execution_id))
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -118,18 +116,18 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return int(raw)
 
 
-async def list_events(request: Request) -> Response:
+async def list_events(request: Request, who: Principal) -> Response:
     state = _state(request)
     execution_id = _execution_id(request.path_params["execution_id"])
     after = _int_param(request, "after", 0, 0, 2**62)
     limit = _int_param(request, "limit", 1000, 1, 1000)
-    events = await state.executions.events(state.settings.tenant, execution_id, after=after,
+    events = await state.executions.events(who.tenant, execution_id, after=after,
                                            limit=limit)
     return _json({"execution_id": execution_id, "events": events,
                   "next_after": events[-1].seq if len(events) == limit else None})
 
 
-async def list_executions(request: Request) -> Response:
+async def list_executions(request: Request, who: Principal) -> Response:
     state = _state(request)
     status = request.query_params.get("status")
     if status is not None and status not in EXECUTION_STATUSES:
@@ -140,7 +138,7 @@ async def list_executions(request: Request) -> Response:
         raise Problem(400, "invalid-query", "Invalid Query Parameter",
                       "workflow must be a workflow name")
     limit = _int_param(request, "limit", 50, 1, 500)
-    page = await state.executions.list(state.settings.tenant, workflow=workflow, status=status,
+    page = await state.executions.list(who.tenant, workflow=workflow, status=status,
                                        limit=limit, cursor=request.query_params.get("cursor"))
     return _json(page)
 
@@ -169,12 +167,27 @@ async def readyz(request: Request) -> Response:
                   headers={"Retry-After": "5"}, checks=checks)
 
 
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, who: Principal) -> Response:
     return PlainTextResponse(generate_latest(_state(request).metrics.registry),
                              media_type=CONTENT_TYPE_LATEST)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+Guarded = Callable[[Request, Principal], Awaitable[Response]]
+
+
+def _guard(role: Role, handler: Guarded, *, limited: bool = True) -> Handler:
+    """Authenticate (401/403), then take from the tenant's rate limit (429), before
+    anything else: an unauthenticated request never has its body read."""
+
+    async def endpoint(request: Request) -> Response:
+        state = _state(request)
+        who = await state.auth.principal(request, role)
+        if limited:
+            await state.limiter.check(who)
+        return await handler(request, who)
+
+    return endpoint
 
 
 def _by_method(**handlers: Handler) -> Handler:
@@ -191,12 +204,15 @@ def _by_method(**handlers: Handler) -> Handler:
 from starlette.routing import Route  # noqa: E402
 
 ROUTES = [
-    Route("/v1/executions", _by_method(get=list_executions, post=start_execution),
+    Route("/v1/executions", _by_method(get=_guard("reader", list_executions),
+                                       post=_guard("writer", start_execution)),
           methods=["GET", "POST"]),
-    Route("/v1/executions/{execution_id}", get_execution, methods=["GET"]),
-    Route("/v1/executions/{execution_id}/events", _by_method(get=list_events, post=send_event),
+    Route("/v1/executions/{execution_id}", _guard("reader", get_execution), methods=["GET"]),
+    Route("/v1/executions/{execution_id}/events",
+          _by_method(get=_guard("reader", list_events), post=_guard("writer", send_event)),
           methods=["GET", "POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
+    # deployment-wide figures (every tenant's workflows): an admin key's, not open
+    Route("/metrics", _guard("admin", metrics, limited=False), methods=["GET"]),
 ]

@@ -1,4 +1,5 @@
-"""What the API's lifespan owns: the pool, the Redis client, the metrics."""
+"""What the API's lifespan owns: the pool, the Redis client, the metrics, and what
+checks callers (keys, rate limits)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from ..bus.batcher import HintBatcher
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import Database, ExecutionStore, PublishedMarks
+from .auth import Authenticator
+from .limits import RateLimiter
 
 __all__ = ["ApiState"]
 
@@ -22,3 +25,5 @@ class ApiState:
     executions: ExecutionStore
     published: PublishedMarks
     metrics: Metrics
+    auth: Authenticator
+    limiter: RateLimiter

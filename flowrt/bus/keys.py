@@ -28,6 +28,10 @@ class Keys:
         """Dead-lettered hints, with the reason and the delivery count."""
         return f"{self.prefix}:dead"
 
+    def rate(self, tenant: str) -> str:
+        """The tenant's request token bucket (a hash: tokens, at); expires when full."""
+        return f"{self.prefix}:rate:{tenant}"
+
     def lock(self, tenant: str, execution_id: str) -> str:
         return f"{self.prefix}:lock:{tenant}:{execution_id}"
 

@@ -87,6 +87,15 @@ class Bus:
         self._release = self._client.register_script(_script("release.lua"))
         self._finish = self._client.register_script(_script("finish.lua"))
         self._prune = self._client.register_script(_script("prune_consumers.lua"))
+        self._rate = self._client.register_script(_script("rate.lua"))
+
+    async def take_token(self, tenant: str, rate: float, burst: int) -> float:
+        """Take one request from the tenant's bucket: 0.0 if allowed, else the seconds
+        until it would be."""
+        async with unavailable():
+            allowed, wait_ms = await self._rate(keys=[self.keys.rate(tenant)],
+                                                args=[rate, burst, 1])
+        return 0.0 if allowed else max(0.001, int(wait_ms) / 1000)
 
     def lock(self, tenant: str, execution_id: str, ttl: float) -> Lock:
         """A new, not yet acquired lock on one execution."""

@@ -36,8 +36,8 @@ _NOT_MIGRATED: tuple[type[BaseException], ...] = (
     asyncpg.UndefinedTableError,
     asyncpg.UndefinedFunctionError,
 )
-_OURS = re.compile(r'"(executions|events|event_processing|workflow_definitions|flowrt_\w+)"'
-                   r"|\bflowrt_\w+\(")
+_OURS = re.compile(r'"(executions|events|event_processing|workflow_definitions|tenants'
+                   r'|api_keys|flowrt_\w+)"|\bflowrt_\w+\(')
 
 
 @asynccontextmanager

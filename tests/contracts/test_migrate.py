@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -16,8 +18,8 @@ from tests.conftest import with_database
 
 from .conftest import closed_port
 
-EXPECTED_TABLES = {"event_processing", "events", "executions", "flowrt_migrations",
-                   "workflow_definitions"}
+EXPECTED_TABLES = {"api_keys", "event_processing", "events", "executions", "flowrt_migrations",
+                   "tenants", "workflow_definitions"}
 
 
 @pytest.fixture
@@ -59,9 +61,9 @@ async def _versions(url: str) -> list[tuple[int, str]]:
 
 
 ALL = ["0001_init.sql", "0002_append_function.sql", "0003_dead_events_index.sql",
-       "0004_start_function.sql", "0005_events_refuse_truncate.sql"]
+       "0004_start_function.sql", "0005_events_refuse_truncate.sql", "0006_tenants_and_keys.sql"]
 VERSIONS = [(1, "init"), (2, "append_function"), (3, "dead_events_index"),
-            (4, "start_function"), (5, "events_refuse_truncate")]
+            (4, "start_function"), (5, "events_refuse_truncate"), (6, "tenants_and_keys")]
 
 
 def test_migrations_are_found_in_order() -> None:
@@ -105,6 +107,54 @@ async def test_migrate_releases_its_advisory_lock(empty_db: str) -> None:
     finally:
         await conn.close()
     assert held == 0
+
+
+async def _migrate_to(url: str, last: int, tmp_path: Path) -> None:
+    """Apply the migrations up to ``last`` only: a database made by an older flowrt."""
+    older = tmp_path / f"sql-{last}"
+    older.mkdir()
+    for version, _name, path in migrations():
+        if version <= last:
+            shutil.copy(path, older / path.name)
+    await migrate(url, directory=older)
+
+
+async def test_0006_keeps_the_tenants_and_merges_their_definitions(
+        empty_db: str, tmp_path: Path) -> None:
+    await _migrate_to(empty_db, 5, tmp_path)
+    conn = await asyncpg.connect(empty_db)
+    try:
+        for tenant in ("acme", "globex"):
+            await conn.execute(
+                "INSERT INTO workflow_definitions (tenant_id, name, version, body, body_hash)"
+                " VALUES ($1, 'wf', 1, '{}', 'same')", tenant)
+            await conn.execute(
+                "INSERT INTO executions (tenant_id, execution_id, workflow, version,"
+                " request_hash) VALUES ($1, 'x1', 'wf', 1, 'r')", tenant)
+        assert await migrate(empty_db) == ["0006_tenants_and_keys.sql"]
+        tenants = await conn.fetch("SELECT tenant_id FROM tenants ORDER BY 1")
+        assert [r[0] for r in tenants] == ["acme", "globex"]
+        defs = await conn.fetch("SELECT name, version, body_hash FROM workflow_definitions")
+        assert [tuple(r) for r in defs] == [("wf", 1, "same")]
+        assert await conn.fetchval("SELECT count(*) FROM executions") == 2
+    finally:
+        await conn.close()
+
+
+async def test_0006_refuses_two_tenants_bodies_under_one_version(
+        empty_db: str, tmp_path: Path) -> None:
+    await _migrate_to(empty_db, 5, tmp_path)
+    conn = await asyncpg.connect(empty_db)
+    try:
+        for tenant, digest in (("acme", "one"), ("globex", "two")):
+            await conn.execute(
+                "INSERT INTO workflow_definitions (tenant_id, name, version, body, body_hash)"
+                " VALUES ($1, 'wf', 1, '{}', $2)", tenant, digest)
+        with pytest.raises(asyncpg.RaiseError, match="give one of them a new version"):
+            await migrate(empty_db)
+        assert await _versions(empty_db) == VERSIONS[:5]  # nothing half-applied
+    finally:
+        await conn.close()
 
 
 async def test_migrate_against_closed_port_is_store_unavailable() -> None:

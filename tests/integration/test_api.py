@@ -28,6 +28,7 @@ from flowrt.store import Database
 from flowrt.store.definitions import DefinitionStore
 from tests.conftest import free_port, with_database
 from tests.support.api import api_client, register_demo
+from tests.support.keys import issue_key
 
 ORDER_YAML = Path(__file__).resolve().parents[2] / "workers" / "demo" / "order.yaml"
 PROBLEM = "application/problem+json"
@@ -64,7 +65,7 @@ async def register(settings: Settings, *workflows: Any) -> None:
     async with Database(settings.database_url) as db:
         store = DefinitionStore(db)
         for wf in workflows:
-            assert await store.register(settings.tenant, wf) is True
+            assert await store.register(wf) is True
 
 
 def order_v2() -> Any:
@@ -380,7 +381,8 @@ async def test_redis_down_still_accepts_and_leaves_event_unpublished(settings, p
 async def test_postgres_down_answers_503_and_publishes_nothing(settings, redis_client):
     down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nodb",
                    db_timeout=1.0)
-    async with api_client(down) as client:
+    key = await issue_key(settings.database_url)  # a real key: the API cannot check it
+    async with api_client(down, key=key) as client:
         started = await client.post("/v1/executions", json={"workflow": "order"})
         event = await client.post("/v1/executions/some-id/events", json={"name": "approve"},
                                   headers={"Idempotency-Key": "k"})
@@ -407,7 +409,7 @@ async def test_database_not_migrated_answers_503_not_500(settings, pg_server_url
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         empty = replace(settings, database_url=with_database(pg_server_url, name))
-        async with api_client(empty) as client:
+        async with api_client(empty, key=await issue_key(settings.database_url)) as client:
             started = await client.post("/v1/executions", json={"workflow": "order"})
             event = await client.post("/v1/executions/x/events", json={"name": "approve"})
             read = await client.get("/v1/executions/x")

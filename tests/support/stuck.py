@@ -19,8 +19,8 @@ async def add_execution(pg: asyncpg.Connection, execution_id: str, *, events: in
     ``processed`` of them completed; ``dead_seq`` marks that event dead and blocks the
     execution on it, as the worker's dead-lettering does."""
     await pg.execute(
-        "INSERT INTO workflow_definitions (tenant_id, name, version, body, body_hash)"
-        " VALUES ($1, $2, 1, '{}', 'h') ON CONFLICT DO NOTHING", tenant, WORKFLOW)
+        "INSERT INTO workflow_definitions (name, version, body, body_hash)"
+        " VALUES ($1, 1, '{}', 'h') ON CONFLICT DO NOTHING", WORKFLOW)
     await pg.execute(
         "INSERT INTO executions (tenant_id, execution_id, workflow, version, last_seq,"
         " processed_seq, blocked_seq, request_hash) VALUES ($1, $2, $3, 1, $4, $5, $6, 'r')",
