@@ -23,11 +23,13 @@ from typing import IO
 
 from .devservers import DevServerError, PrivatePostgres, PrivateRedis, free_port, port_is_free
 from .settings import Settings, child_environ
-from .store import migrate
+from .store import Database, migrate
+from .store.tenants import TenantStore
 
 __all__ = ["run_dev"]
 
 DEV_ROOT = Path(".flowrt") / "dev"
+DEV_TENANT = "dev"
 _COLORS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m"]
 _RESET = "\033[0m"
 
@@ -122,6 +124,7 @@ def run_dev(settings: Settings, *, workers: int, app_target: str, reset: bool,
         applied = asyncio.run(migrate(settings.database_url, timeout=settings.db_timeout,
                                       progress=lambda m: _say(m)))
         _say(f"migrations: {len(applied)} applied" if applied else "database is up to date")
+        key = asyncio.run(_dev_key(settings))
         env = child_environ(settings, FLOWRT_LOG_FORMAT="console" if tty else "json",
                             PYTHONUNBUFFERED="1")
         bindir = Path(sys.executable).parent
@@ -136,7 +139,7 @@ def run_dev(settings: Settings, *, workers: int, app_target: str, reset: bool,
         _wait_http(f"{api}/readyz", children[0])
         for i, child in enumerate(children[1:]):
             _wait_http(f"http://{settings.host}:{metrics[i]}/metrics", child)
-        _banner(settings, api, metrics, pg, rd, data_dir)
+        _banner(settings, api, metrics, pg, rd, data_dir, key)
         running.set()
         while not stopping.is_set():
             dead = next((c for c in children if c.proc.poll() is not None), None)
@@ -159,8 +162,16 @@ def run_dev(settings: Settings, *, workers: int, app_target: str, reset: bool,
             _say("stopped")
 
 
+async def _dev_key(s: Settings) -> str:
+    """A fresh admin key of the ``dev`` tenant (made each run: a key is shown only once)."""
+    async with Database(s.database_url, timeout=s.db_timeout) as db:
+        store = TenantStore(db)
+        await store.create_tenant(DEV_TENANT)
+        return (await store.create_key(DEV_TENANT, "admin")).key
+
+
 def _banner(s: Settings, api: str, metrics_ports: list[int], pg: PrivatePostgres | None,
-            rd: PrivateRedis | None, data_dir: Path) -> None:
+            rd: PrivateRedis | None, data_dir: Path, key: str) -> None:
     workers = len(metrics_ports)
     metrics = ", ".join(f"http://{s.host}:{port}/metrics" for port in metrics_ports)
     lines = [
@@ -170,15 +181,21 @@ def _banner(s: Settings, api: str, metrics_ports: list[int], pg: PrivatePostgres
         f"  postgres: {s.database_url}" + ("  (private)" if pg else ""),
         f"  redis:    {s.redis_url}" + ("  (private)" if rd else ""),
         "",
+        f"  api key (tenant '{DEV_TENANT}', admin; shown once, a new one each run):",
+        f"    export FLOWRT_KEY={key}",
+        "",
         "  try it:",
-        f"    curl -s -X POST {api}/v1/executions -H 'content-type: application/json' \\",
+        f"    curl -s -X POST {api}/v1/executions -H \"Authorization: Bearer $FLOWRT_KEY\" \\",
+        "         -H 'content-type: application/json' \\",
         "         -d '{\"workflow\": \"order\", \"input\": {\"sku\": \"A-1\"},"
         " \"execution_id\": \"o-1\"}'",
         f"    curl -s -X POST {api}/v1/executions/o-1/events"
-        " -H 'content-type: application/json' \\",
+        " -H \"Authorization: Bearer $FLOWRT_KEY\" \\",
+        "         -H 'content-type: application/json' \\",
         "         -d '{\"name\": \"approve\", \"payload\": {\"amount\": 50}}'",
-        f"    curl -s {api}/v1/executions/o-1",
-        f"    FLOWRT_DATABASE_URL={s.database_url} .venv/bin/flowrt replay o-1",
+        f"    curl -s {api}/v1/executions/o-1 -H \"Authorization: Bearer $FLOWRT_KEY\"",
+        f"    FLOWRT_DATABASE_URL={s.database_url} .venv/bin/flowrt replay o-1"
+        f" --tenant {DEV_TENANT}",
         "",
         f"  Ctrl-C stops everything; data is kept in {data_dir}/ (flowrt dev --reset wipes it).",
         "",

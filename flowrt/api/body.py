@@ -8,7 +8,8 @@ integers beyond 64 bits, absurd nesting) are refused before anything is written.
 
 from __future__ import annotations
 
-from typing import TypeVar
+import json
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -64,10 +65,34 @@ async def read_json(request: Request, kind: type[T], settings: Settings) -> T:
         if over_limit(bad):
             raise Problem(422, "limit-exceeded", "Limit Exceeded", bad)
         raise _bad(bad)
+    _refuse_duplicate_keys(raw)
     try:
         return msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
         raise Problem(422, "invalid-body", "Invalid Request Body", str(exc)) from None
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> None:
+    seen = set()
+    for k, _ in pairs:
+        if k in seen:
+            raise _Duplicate(k)
+        seen.add(k)
+
+
+def _refuse_duplicate_keys(raw: bytes) -> None:
+    """``{"name": "a", "name": "b"}`` means different things to different parsers (msgspec
+    keeps the last): refuse it. msgspec has no hook for pairs, so the standard parser
+    walks the body once more; it is small (FLOWRT_BODY_LIMIT), and already known to be
+    valid, shallow and free of oversized numbers."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique)
+    except _Duplicate as exc:
+        raise _bad(f"duplicate key {exc.args[0]!r} in a JSON object") from None
 
 
 def _too_large(limit: int) -> Problem:

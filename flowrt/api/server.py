@@ -2,9 +2,10 @@
 bound on request headers that holds before they are buffered.
 
 httptools itself sets no limit on the request line and headers (h11's is 16 KiB),
-so the protocol counts them as they are parsed and refuses the request with 431 once
-they pass ``FLOWRT_HEADER_LIMIT``. Requests the parser rejects get a problem+json
-400 instead of uvicorn's plain text.
+and it holds a header's value until its line ends. So the protocol counts both the
+headers it has parsed and the raw bytes received while they are still incomplete,
+and refuses the request with 431 once either passes ``FLOWRT_HEADER_LIMIT``.
+Requests the parser rejects get a problem+json 400 instead of uvicorn's plain text.
 """
 
 from __future__ import annotations
@@ -39,12 +40,27 @@ class _BoundedHttpTools(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_bytes = 0
+        self._header_bytes = 0  # parsed: the URL and complete headers
+        self._head_bytes = 0  # raw: received while the headers were incomplete
+        self._in_head = False
         self._too_large = False
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes = 0
+        self._header_bytes = self._head_bytes = 0
+        self._in_head = True
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.header_limit:
+                self._too_large = True
+                self.send_400_response("request headers too large")
 
     def _count(self, n: int) -> None:
         self._header_bytes += n

@@ -117,8 +117,13 @@ BAD_VALUES = {
     "int-huge-positive": b"1" + b"0" * 40,
     "int-huge-negative": b"-1" + b"0" * 40,
     "int-beyond-64-bits-in-list": b"[1, 2, 340282366920938463463374607431768211456]",
+    "int-5000-digits": b"9" * 5000,
+    "int-minus-5000-digits": b"-" + b"9" * 5000,
+    "duplicate-key": b'{"a": 1, "a": 2}',
+    "duplicate-key-nested": b'[{"b": {"a": 1, "a": 1}}]',
     "too-deep-lists": nested(DEPTH - 1),
     "too-deep-objects": b'{"a": ' * (DEPTH - 1) + b"1" + b"}" * (DEPTH - 1),
+    "recursion-10000": nested(10_000),
     "recursion-100000": nested(100_000),
     "recursion-unclosed": b"[" * 100_000,
     "invalid-utf8-in-string": b'"\xff\xfe"',
@@ -154,6 +159,7 @@ BAD_SYNTAX = {
     "empty": b"",
     "whitespace-only": b"  \n\t ",
     "bare-word": b"approve",
+    "duplicate-top-level-key": b'{"name": "approve", "name": "cancel"}',
 }
 
 
@@ -391,6 +397,10 @@ BAD_IDS = {
     "space": "bad id",
     "colon": "a:b",
     "200-chars": "x" * 200,
+    "300-chars": "x" * 300,
+    "encoded-dot-dot": "%2E%2E",
+    "control-char": "a%01b",
+    "tab": "a%09b",
     "129-chars": "x" * 129,
     "empty": "",
     "leading-dash": "-x",
@@ -428,6 +438,10 @@ PATH_IDS = {
     "space": "bad%20id",
     "colon": "a:b",
     "200-chars": "x" * 200,
+    "300-chars": "x" * 300,
+    "encoded-dot-dot": "%2E%2E",
+    "control-char": "a%01b",
+    "tab": "a%09b",
     "129-chars": "x" * 129,
     "leading-dash": "-x",
     "leading-dot": ".x",
@@ -449,6 +463,18 @@ async def test_malformed_execution_id_in_path_is_400(env, op, execution_id):
     kwargs = {"json": {"name": "approve"}} if method == "POST" else {}
     r = await env.client.request(method, template.format(execution_id), **kwargs)
     assert_problem(r, 400, "malformed-execution-id")
+    await env.assert_nothing_appended()
+
+
+@pytest.mark.parametrize("op", list(PATH_OPS.values()), ids=list(PATH_OPS))
+@pytest.mark.parametrize("execution_id", ["..", "..%2Fx", "..%2F..%2Fmetrics", "ex-1%2F..%2Fex-1"])
+async def test_execution_id_with_an_encoded_slash_matches_no_route(env, op, execution_id):
+    """A decoded '/' (or a '..' the client resolves) makes it another path, which no
+    route serves: 404, nothing read."""
+    method, template = op
+    kwargs = {"json": {"name": "approve"}} if method == "POST" else {}
+    r = await env.client.request(method, template.format(execution_id), **kwargs)
+    assert_problem(r, 404, "not-found")
     await env.assert_nothing_appended()
 
 
@@ -570,3 +596,38 @@ async def test_405_allow_header_lists_every_method(env, url):
     assert_problem(r, 405, "method-not-allowed")
     allowed = {m.strip() for m in r.headers["allow"].split(",")}
     assert {"GET", "POST"} <= allowed
+
+
+# --------------------------------------------------------------------------- payload limits
+
+LIMITS = Settings()
+
+
+def _keys(n: int) -> bytes:
+    return b"{" + b", ".join(b'"k%d": 1' % i for i in range(n)) + b"}"
+
+
+OVER_LIMITS = {
+    "too-many-keys": _keys(LIMITS.max_object_keys + 1),
+    "too-many-keys-nested": b"[" + _keys(LIMITS.max_object_keys + 1) + b"]",
+    "string-too-long": b'"' + b"x" * (LIMITS.max_string_length + 1) + b'"',
+    "key-too-long": b'{"' + b"k" * (LIMITS.max_string_length + 1) + b'": 1}',
+    "multibyte-string-too-long": ('"' + "é" * (LIMITS.max_string_length + 1) + '"').encode(),
+}
+
+
+@BOTH
+@pytest.mark.parametrize("value", list(OVER_LIMITS.values()), ids=list(OVER_LIMITS))
+async def test_payload_over_a_limit_is_422(env, url, value):
+    r = await env.client.post(url, content=wrap(url, value), headers=JSON)
+    body = assert_problem(r, 422, "limit-exceeded")
+    assert "more than" in body["detail"]
+    await env.assert_nothing_appended()
+
+
+@BOTH
+async def test_payload_at_the_limits_is_accepted(env, url):
+    at = b"[" + _keys(LIMITS.max_object_keys - 1) + b', "' + \
+        b"x" * LIMITS.max_string_length + b'"]'
+    r = await env.client.post(url, content=wrap(url, at), headers=JSON)
+    assert r.status_code == 202, r.text

@@ -624,6 +624,31 @@ async def test_hints_for_processed_execution_are_acked_without_rerunning(
     assert dead_letters == 0
 
 
+async def test_a_hint_is_applied_only_in_its_own_tenant(settings, redis_client, pg):
+    """The hint's tenant selects the execution: a hint naming another tenant (forged, or
+    from a bug) finds nothing there, is acked, and leaves this tenant's work alone."""
+    quiet = replace(settings, relay_grace=60.0, reconciler_grace=60.0)  # only our hints
+    app, rec = simple_app()
+    k = keys(settings)
+    async with running_worker(quiet, app, name="w-tenant"):
+        async with api_client(replace(settings, redis_url=closed_port_url())) as down:
+            eid = await start(down, "simple")  # committed; its hint never reached Redis
+        for tenant in ("globex", "default-", "x" * 65):
+            await redis_client.xadd(k.stream, {"t": tenant, "x": eid, "s": "1"})
+        await wait_until(lambda: _drained(redis_client, settings), what="forged hints acked")
+        row = await event_row(pg, eid, 1)
+        assert (row["status"], row["attempts"], row["worker"]) == ("pending", 0, None)
+        assert rec.order == [] and await redis_client.xlen(k.dead) == 0
+
+        await redis_client.xadd(k.stream, {"t": settings.tenant, "x": eid, "s": "1"})
+        await wait_until(lambda: _event_status(pg, eid, 1, "completed"), what="processed")
+    assert await pg.fetchval("SELECT count(DISTINCT tenant_id) FROM executions") == 1
+
+
+async def _event_status(pg: Any, execution_id: str, seq: int, status: str) -> bool:
+    return (await event_row(pg, execution_id, seq))["status"] == status
+
+
 # --- dead-lettering an event that is being processed ------------------------------------
 
 
