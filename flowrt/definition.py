@@ -21,7 +21,7 @@ import yaml
 
 from .errors import DefinitionError
 from .events import is_reserved
-from .guards import Guard, GuardSyntaxError
+from .guards import Guard, GuardNotAllowed, GuardSyntaxError
 
 __all__ = [
     "Definition",
@@ -322,6 +322,8 @@ def _validate(d: Definition) -> tuple[list[tuple[str, str]], dict[str, Guard]]:
                         guards[t.guard] = Guard(t.guard)
                     except GuardSyntaxError as exc:
                         problems.append((f"{tloc}.guard", f"bad guard syntax: {exc}"))
+                    except GuardNotAllowed as exc:
+                        problems.append((f"{tloc}.guard", f"guard not allowed: {exc}"))
         for kind in ("entry", "exit"):
             names: tuple[str, ...] = getattr(state, kind)
             dups = {n for n in names if names.count(n) > 1}

@@ -385,6 +385,18 @@ def test_bad_guard_syntax() -> None:
     assert "\n" not in msg
 
 
+@pytest.mark.parametrize(("guard", "why"), [
+    ("__import__('os').system('true')", "'__import__'"),
+    ("payload.__class__.__bases__ == null", "'__class__'"),
+    ("payload.n > 0 && " * 100 + "true", "a guard has at most 1000"),
+])
+def test_a_guard_that_tries_to_escape_is_refused_at_load(guard: str, why: str) -> None:
+    raw = _minimal(a={"on": {"go": {"target": "b", "guard": guard}}}, b={"final": True})
+    [(loc, msg)] = _problems(raw)
+    assert loc == "states.a.on.go.guard"
+    assert msg.startswith("guard not allowed: ") and why in msg
+
+
 def test_reserved_event_name() -> None:
     raw = _minimal(a={"on": {"flowrt.timer": {"target": "b"}}}, b={"final": True})
     assert _problems(raw) == [

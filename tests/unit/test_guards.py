@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flowrt.guards import Guard, GuardSyntaxError
+from flowrt.guards import Guard, GuardError, GuardNotAllowed, GuardSyntaxError
 
 
 def test_guard_compiles_and_keeps_its_source() -> None:
@@ -124,19 +125,42 @@ def test_syntax_errors_raise_guard_syntax_error(source: str) -> None:
     "data.__class__.__init__.__globals__['os'].system('touch {marker}') == 0",
     "payload.__dict__ == {{}}",
 ])
-def test_python_injection_cannot_run(tmp_path: Path, template: str) -> None:
+def test_python_injection_is_refused_at_load(tmp_path: Path, template: str) -> None:
     marker = tmp_path / "pwned"
-    source = template.format(marker=marker)
-    try:
-        g = Guard(source)
-    except GuardSyntaxError:
-        outcome: tuple[bool, str | None] | None = None
-    else:
-        outcome = g.evaluate({"x": 1}, {"amount": 1}, "pending")
-        passed, error = outcome
-        assert passed is False
-        assert error  # a failure, not a quiet False
+    with pytest.raises(GuardError):
+        Guard(template.format(marker=marker))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(("source", "why"), [
+    ('__import__("os")', "'__import__': names starting with '__'"),
+    ("payload.__class__.__mro__", "'__class__': names starting with '__'"),
+    ("data.x.__globals__ == null", "'__globals__'"),
+    ('payload.s.split(",") == []', "unknown function 'split'"),
+    ('getattr(payload, "x")', "unknown function 'getattr'"),
+    ("os.environ == null", "unknown name 'os'"),
+    ("self.x", "unknown name 'self'"),
+    ("x > 1", "unknown name 'x'"),
+    ("1 + " * 300 + "1 > 0", "characters; a guard has at most 1000"),
+    ("payload.s == '" + "a" * 1000 + "'", "characters; a guard has at most 1000"),
+])
+def test_escapes_and_huge_expressions_are_not_allowed(source: str, why: str) -> None:
+    with pytest.raises(GuardNotAllowed, match=re.escape(why)):
+        Guard(source)
+
+
+@pytest.mark.parametrize("source", [
+    "payload.amount <= 1000 && state == 'pending'",
+    "data.limit >= payload.n",
+    "payload.items.all(i, i.n > 0) && payload.tags.exists(t, t == 'vip')",
+    "payload.items.map(i, i.n).filter(n, n > 1).size() > 0 || size(payload.items) == 0",
+    'has(payload.x) && payload.s.startsWith("a") && payload.s.matches("^a[0-9]+$")',
+    'payload.s == "__import__(os) is only text here"',
+    "payload['key'] in [1, 2] && type(payload.n) == int && payload.n != null",
+    "int(payload.s) > 1 && double(payload.n) < 2.5 && string(payload.n) != ''",
+])
+def test_ordinary_guards_are_allowed(source: str) -> None:
+    Guard(source)
 
 
 def test_guards_with_the_same_source_are_independent() -> None:
