@@ -207,7 +207,46 @@ def load_definition(path: str | Path) -> Workflow:
         raise DefinitionError([("file", exc.strerror or str(exc))], str(path)) from None
     except (yaml.YAMLError, ValueError, tomllib.TOMLDecodeError) as exc:
         raise DefinitionError([("syntax", " ".join(str(exc).split()))], str(path)) from None
-    return parse_definition(raw, source=str(path))
+    try:
+        return parse_definition(raw, source=str(path))
+    except DefinitionError as exc:
+        if path.suffix.lower() not in (".yaml", ".yml"):
+            raise
+        where = _positions(path.read_text(encoding="utf-8"))
+        raise DefinitionError(exc.problems, str(path),
+                              {loc: at for loc, _ in exc.problems
+                               if (at := _nearest(loc, where)) is not None}) from None
+
+
+def _positions(text: str) -> dict[str, tuple[int, int]]:
+    """Where each key and item of a YAML document starts: its problem location
+    ("states.a.on.go.target", "states.a.on.go[1]") -> (line, column), from 1."""
+    found: dict[str, tuple[int, int]] = {}
+    stack: list[tuple[yaml.Node | None, str]] = [(yaml.compose(text, Loader=_Yaml12Loader), "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            children = [(f"{path}.{k.value}" if path else str(k.value), k, v)
+                        for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(f"{path}[{i}]", v, v) for i, v in enumerate(node.value)]
+        else:
+            continue
+        for child, mark_node, value in children:
+            found[child] = (mark_node.start_mark.line + 1, mark_node.start_mark.column + 1)
+            stack.append((value, child))
+    return found
+
+
+_LAST_STEP = re.compile(r"(\.[^.\[]*|\[\d+\])$")
+
+
+def _nearest(loc: str, where: dict[str, tuple[int, int]]) -> tuple[int, int] | None:
+    """The line and column of ``loc``, or of the nearest key that encloses it."""
+    while loc and loc not in where:
+        shorter = _LAST_STEP.sub("", loc)
+        loc = shorter if shorter != loc else ""
+    return where.get(loc) if loc else None
 
 
 def parse_definition(raw: Any, source: str | None = None) -> Workflow:

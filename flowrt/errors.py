@@ -51,14 +51,23 @@ class FlowrtError(Exception):
 
 
 class DefinitionError(FlowrtError):
-    """A definition is invalid. ``problems`` lists every problem as ``(location, message)``."""
+    """A definition is invalid. ``problems`` lists every problem as ``(location, message)``;
+    ``positions`` gives the (line, column) of locations in a YAML file."""
 
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None,
+                 positions: dict[str, tuple[int, int]] | None = None) -> None:
         self.problems = problems
         self.source = source
+        self.positions = positions or {}
         where = f" in {source}" if source else ""
-        lines = "\n".join(f"  {loc}: {msg}" for loc, msg in problems)
+        lines = "\n".join(f"  {loc}{self._at(loc)}: {msg}" for loc, msg in problems)
         super().__init__(f"{len(problems)} problem(s){where}:\n{lines}")
+
+    def _at(self, loc: str) -> str:
+        if loc not in self.positions:
+            return ""
+        line, column = self.positions[loc]
+        return f" (line {line}, column {column})"
 
 
 class DefinitionConflict(FlowrtError):

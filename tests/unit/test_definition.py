@@ -604,3 +604,20 @@ def test_definition_hash_changes_when_the_body_changes(change: Any) -> None:
     changed = json.loads(DEMO_JSON)
     change(changed)
     assert definition_hash(parse_definition(changed).definition) != base
+
+
+def test_problems_in_a_yaml_file_carry_their_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nversion: 1\ninitial: a\nstates:\n"
+                    "  a:\n    on:\n      go:\n        - {target: zzz}\n"
+                    "        - {target: a, guard: 'os.getcwd() == 1'}\n")
+    with pytest.raises(DefinitionError) as info:
+        load_definition(path)
+    assert info.value.problems == [
+        ("states.a.on.go[0].target", "unknown target state 'zzz'"),
+        ("states.a.on.go[1].guard", "guard not allowed: unknown name 'os'; a guard reads"
+                                    " data, payload and state"),
+    ]
+    lines = str(info.value).splitlines()
+    assert lines[1] == "  states.a.on.go[0].target (line 8, column 12): unknown target state 'zzz'"
+    assert lines[2].startswith("  states.a.on.go[1].guard (line 9, column 23): guard not allowed")
