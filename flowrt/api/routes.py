@@ -17,6 +17,7 @@ from ..errors import Unavailable
 from ..events import EXECUTION_STATUSES, Hint, is_reserved
 from ..store.executions import Appended
 from .body import read_json
+from .openapi import openapi
 from .problems import Problem
 from .schemas import EVENT_NAME, EXECUTION_ID, Accepted, EventRequest, StartRequest, request_hash
 from .state import ApiState
@@ -215,4 +216,5 @@ ROUTES = [
     Route("/readyz", readyz, methods=["GET"]),
     # deployment-wide figures (every tenant's workflows): an admin key's, not open
     Route("/metrics", _guard("admin", metrics, limited=False), methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
 ]
