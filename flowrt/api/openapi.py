@@ -24,11 +24,11 @@ from starlette.responses import Response
 
 from ..events import EVENT_STATUSES, EXECUTION_STATUSES
 from ..store.executions import EventView, ExecutionPage, ExecutionView
+from .problems import PROBLEM_BASE
 from .schemas import EVENT_NAME, EXECUTION_ID, Accepted, EventRequest, StartRequest
 
 __all__ = ["PROBLEM_BASE", "PROBLEM_TYPES", "ProblemType", "document", "openapi"]
 
-PROBLEM_BASE = "https://flowrt.dev/problems/"
 _MAX_AFTER = 2**62  # routes.list_events: the `after` bound
 
 

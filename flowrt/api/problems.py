@@ -22,11 +22,11 @@ from ..errors import (
     Unavailable,
 )
 
-__all__ = ["Problem", "problem", "problem_from_error"]
+__all__ = ["PROBLEM_BASE", "Problem", "problem", "problem_from_error"]
 
 _log = structlog.get_logger("flowrt.api")
 
-_BASE = "https://flowrt.dev/problems/"
+PROBLEM_BASE = "https://flowrt.dev/problems/"  # + a slug: every problem's `type`
 _encoder = msgspec.json.Encoder()
 
 
@@ -45,7 +45,7 @@ class Problem(Exception):
 
 
 def problem(p: Problem, instance: str | None = None) -> Response:
-    body: dict[str, Any] = {"type": _BASE + p.slug, "title": p.title, "status": p.status,
+    body: dict[str, Any] = {"type": PROBLEM_BASE + p.slug, "title": p.title, "status": p.status,
                             "detail": p.detail}
     if instance:
         body["instance"] = instance

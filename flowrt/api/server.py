@@ -22,14 +22,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..settings import Settings
 from .app import create_app
+from .problems import PROBLEM_BASE
 
 __all__ = ["serve"]
 
-_BASE = "https://flowrt.dev/problems/"
-
-
 def _raw_problem(status: int, reason: str, slug: str, detail: str) -> bytes:
-    body = msgspec.json.encode({"type": _BASE + slug, "title": reason, "status": status,
+    body = msgspec.json.encode({"type": PROBLEM_BASE + slug, "title": reason, "status": status,
                                 "detail": detail})
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
