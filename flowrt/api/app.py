@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from ..bus import Bus, Keys
-from ..bus.batcher import HintBatcher
+from ..bus.batcher import HintBatcher, TokenBatcher
 from ..errors import FlowrtError
 from ..metrics import Metrics
 from ..settings import Settings
@@ -41,19 +41,22 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         bus = Bus(settings.redis_url, Keys(settings.redis_prefix), timeout=settings.redis_timeout)
         published = PublishedMarks(Outbox(db))
         hints = HintBatcher(bus)
+        tokens = TokenBatcher(bus)
         await db.start()
         await bus.start()
         await published.start()
         await hints.start()
+        await tokens.start()
         metrics = Metrics(registry or CollectorRegistry())
         app.state.flowrt = ApiState(settings=settings, db=db, bus=bus, hints=hints,
                                     executions=ExecutionStore(db), published=published,
                                     metrics=metrics,
                                     auth=Authenticator(settings, TenantStore(db), metrics),
-                                    limiter=RateLimiter(settings, bus, metrics))
+                                    limiter=RateLimiter(settings, tokens, metrics))
         try:
             yield
         finally:
+            await tokens.close()
             await hints.close()
             await published.close()
             await bus.close()

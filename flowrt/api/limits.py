@@ -1,4 +1,5 @@
-"""A tenant's request rate: a token bucket in Redis, shared by every API process.
+"""A tenant's request rate: a token bucket in Redis, shared by every API process
+(the tokens of concurrent requests are taken together, ``TokenBatcher``).
 
 When Redis cannot answer within ``FLOWRT_PUBLISH_TIMEOUT`` the limiter fails open:
 the request goes through unchecked, ``flowrt_rate_limit_fail_open_total`` counts it,
@@ -16,7 +17,7 @@ import time
 import structlog
 
 from ..apikeys import Principal
-from ..bus import Bus
+from ..bus.batcher import TokenBatcher
 from ..metrics import Metrics
 from ..settings import Settings
 from .problems import Problem
@@ -28,8 +29,8 @@ _BACK_OFF = 1.0  # seconds without asking Redis after it failed to answer
 
 
 class RateLimiter:
-    def __init__(self, settings: Settings, bus: Bus, metrics: Metrics) -> None:
-        self._bus = bus
+    def __init__(self, settings: Settings, tokens: TokenBatcher, metrics: Metrics) -> None:
+        self._tokens = tokens
         self._metrics = metrics
         self._rate = settings.rate_limit
         self._burst = settings.rate_burst
@@ -47,7 +48,7 @@ class RateLimiter:
             return
         try:
             async with asyncio.timeout(self._timeout):
-                wait = await self._bus.take_token(who.tenant, rate, burst)
+                wait = await self._tokens.take(who.tenant, rate, burst)
         except Exception as exc:  # down, slow, OOM, READONLY: fail open, loudly
             self._skip_until = time.monotonic() + _BACK_OFF
             self._metrics.rate_limit_open.inc()

@@ -89,13 +89,18 @@ class Bus:
         self._prune = self._client.register_script(_script("prune_consumers.lua"))
         self._rate = self._client.register_script(_script("rate.lua"))
 
-    async def take_token(self, tenant: str, rate: float, burst: int) -> float:
-        """Take one request from the tenant's bucket: 0.0 if allowed, else the seconds
-        until it would be."""
+    async def take_tokens(self, wants: list[tuple[tuple[str, float, int], int]]
+                          ) -> list[tuple[int, float]]:
+        """Take tokens from tenants' request buckets in one script run: for each
+        ``((tenant, rate, burst), requests)``, ``(granted, seconds until the next token)``."""
+        args: list[float | int] = []
+        for (_tenant, rate, burst), n in wants:
+            args += [rate, burst, n]
         async with unavailable():
-            allowed, wait_ms = await self._rate(keys=[self.keys.rate(tenant)],
-                                                args=[rate, burst, 1])
-        return 0.0 if allowed else max(0.001, int(wait_ms) / 1000)
+            flat = await self._rate(keys=[self.keys.rate(t) for (t, _r, _b), _n in wants],
+                                    args=args)
+        return [(int(flat[i]), max(0.001, int(flat[i + 1]) / 1000))
+                for i in range(0, len(flat), 2)]
 
     def lock(self, tenant: str, execution_id: str, ttl: float) -> Lock:
         """A new, not yet acquired lock on one execution."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
 
 from flowrt.bus import Bus, Keys
+from flowrt.bus.batcher import TokenBatcher
 from flowrt.store import Database
 from flowrt.store.tenants import TenantStore
 from tests.conftest import free_port
@@ -64,11 +66,31 @@ async def test_a_tenants_own_limit_overrides_the_deployments(demo):
 
 async def test_the_bucket_refills_at_the_rate(demo, redis_server_url):
     async with Bus(redis_server_url, Keys(demo.redis_prefix)) as bus:
-        assert [await bus.take_token("t", 10.0, 2) for _ in range(2)] == [0.0, 0.0]
-        wait = await bus.take_token("t", 10.0, 2)
-        assert 0 < wait <= 0.1
+        [(granted, _)] = await bus.take_tokens([(("t", 10.0, 2), 3)])  # 3 want, 2 there
+        assert granted == 2
+        [(granted, wait)] = await bus.take_tokens([(("t", 10.0, 2), 1)])
+        assert granted == 0 and 0 < wait <= 0.1
         ttl = await bus.client.pttl(bus.keys.rate("t"))
         assert 0 < ttl <= 1200  # an idle bucket expires once it would be full again
+        await asyncio.sleep(0.25)
+        [(granted, _), (other, _)] = await bus.take_tokens([(("t", 10.0, 2), 5),
+                                                            (("u", 1.0, 4), 5)])
+        assert (granted, other) == (2, 4)  # refilled to its burst; another tenant's own
+
+
+async def test_concurrent_requests_share_one_script_run_and_keep_their_order(demo,
+                                                                            redis_server_url):
+    async with Bus(redis_server_url, Keys(demo.redis_prefix)) as bus:
+        tokens = TokenBatcher(bus)
+        await tokens.start()
+        try:
+            waits = await asyncio.gather(*(tokens.take("a" if i % 2 else "b", 0.01, 3)
+                                           for i in range(10)))
+        finally:
+            await tokens.close()
+    # each tenant's first three (its burst) go through, in the order they asked
+    assert [w == 0 for w in waits] == [True] * 6 + [False] * 4
+    assert all(w > 60 for w in waits[6:])  # a token every 100 s
 
 
 async def test_zero_rate_means_no_limit(demo):
