@@ -34,8 +34,8 @@ def event(execution_id: str, name: str) -> Request:
 
 
 async def _start_all(stack: Stack, clients: int, workflow: str, ids: list[str]) -> None:
-    await run_load({"port": stack.port, "concurrency": clients, "mode": "closed",
-                    "sequences": [[start(workflow, x)] for x in ids]})
+    await run_load({"port": stack.port, "key": stack.key, "concurrency": clients,
+                    "mode": "closed", "sequences": [[start(workflow, x)] for x in ids]})
 
 
 def _span(first: datetime, last: datetime) -> float:
@@ -49,7 +49,7 @@ async def bench_ingest(servers: Servers, p: Profile) -> dict[str, Any]:
         await _start_all(stack, p.clients, "counter", ids)
         cpu0, t0 = await stack.cpu(), time.perf_counter()
         result = await run_load({
-            "port": stack.port, "concurrency": p.clients, "mode": "timed",
+            "port": stack.port, "key": stack.key, "concurrency": p.clients, "mode": "timed",
             "requests": [event(x, "tick") for x in ids], "warmup": p.ingest_warmup,
             "duration": p.ingest_seconds})
         cpu1, wall = await stack.cpu(), time.perf_counter() - t0
@@ -90,7 +90,7 @@ async def bench_e2e(servers: Servers, p: Profile, workers: int) -> dict[str, Any
         passes0 = await stack.conn.fetchval(passes)
         cpu0, t0 = await stack.cpu(), time.perf_counter()
         posted = await run_load({
-            "port": stack.port, "concurrency": p.clients, "mode": "closed",
+            "port": stack.port, "key": stack.key, "concurrency": p.clients, "mode": "closed",
             "sequences": [[event(ids[i % len(ids)], "tick")] for i in range(total)]})
         await stack.wait_processed()
         cpu1, wall = await stack.cpu(), time.perf_counter() - t0
@@ -130,8 +130,9 @@ async def _moderate(stack: Stack, p: Profile, ids: list[str], maximum: float) ->
     rate = round(maximum * p.moderate_share)
     mark = await stack.conn.fetchval("SELECT clock_timestamp()")
     sent = await run_load({
-        "port": stack.port, "concurrency": p.clients, "mode": "rate", "rate": rate,
-        "duration": p.moderate_seconds, "requests": [event(x, "tick") for x in ids]})
+        "port": stack.port, "key": stack.key, "concurrency": p.clients, "mode": "rate",
+        "rate": rate, "duration": p.moderate_seconds,
+        "requests": [event(x, "tick") for x in ids]})
     await stack.wait_processed()
     _span_s, latencies, n = await _log_latencies(stack, "e.created_at >= $1", mark)
     return {"workers": len(stack.worker_procs), "rate_per_s": rate,
@@ -145,7 +146,8 @@ async def bench_completions(servers: Servers, p: Profile, workers: int = 2) -> d
         warm = [f"w-{n}" for n in range(20)]
         ids = [f"p-{n}" for n in range(p.completions)]
         for batch in (warm, ids):
-            await run_load({"port": stack.port, "concurrency": p.clients, "mode": "closed",
+            await run_load({"port": stack.port, "key": stack.key, "concurrency": p.clients,
+                            "mode": "closed",
                             "sequences": [[start("twostep", x), event(x, "finish")]
                                           for x in batch]})
             await stack.wait_processed()

@@ -6,6 +6,7 @@ The runner (``python -m bench``) spawns it with ``run_load(spec)``, so the load
 generator's CPU is its own and never the runner's. The spec is one JSON object:
 
 - ``port``, ``concurrency``: the API's port and the number of keep-alive connections;
+- ``key``: the API key sent as ``Authorization: Bearer`` (none if absent);
 - ``mode``:
   - ``closed``: ``sequences`` is a list of request lists; each connection takes the
     next sequence and sends its requests in order, each after the previous answer
@@ -43,17 +44,19 @@ Request = tuple[str, str]
 class Connection:
     """One keep-alive HTTP/1.1 connection: send a POST, read the whole answer."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 key: str = "") -> None:
         self._reader = reader
         self._writer = writer
+        self._auth = f"Authorization: Bearer {key}\r\n" if key else ""
 
     @classmethod
-    async def open(cls, port: int, host: str = "127.0.0.1") -> Connection:
+    async def open(cls, port: int, key: str = "", host: str = "127.0.0.1") -> Connection:
         reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
+        return cls(reader, writer, key)
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        head = (f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
+        head = (f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{self._auth}"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
         self._writer.write(head.encode() + body)
         status_line = await self._reader.readline()
@@ -88,12 +91,12 @@ class _Tally:
             self.statuses[status] += 1
 
 
-async def _closed(port: int, concurrency: int, sequences: list[list[Request]],
+async def _closed(port: int, key: str, concurrency: int, sequences: list[list[Request]],
                   tally: _Tally) -> None:
     todo = iter(sequences)
 
     async def client() -> None:
-        conn = await Connection.open(port)
+        conn = await Connection.open(port, key)
         try:
             for sequence in todo:  # one shared iterator: each sequence goes to one client
                 for path, body in sequence:
@@ -106,15 +109,15 @@ async def _closed(port: int, concurrency: int, sequences: list[list[Request]],
     await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
-async def _timed(port: int, concurrency: int, requests: list[Request], warmup: float,
-                 duration: float, tally: _Tally) -> None:
+async def _timed(port: int, key: str, concurrency: int, requests: list[Request],
+                 warmup: float, duration: float, tally: _Tally) -> None:
     start = time.perf_counter()
     tally.window = (start + warmup, start + warmup + duration)
     end = tally.window[1]
     turn = count()
 
     async def client() -> None:
-        conn = await Connection.open(port)
+        conn = await Connection.open(port, key)
         try:
             while time.perf_counter() < end:
                 path, body = requests[next(turn) % len(requests)]
@@ -127,10 +130,10 @@ async def _timed(port: int, concurrency: int, requests: list[Request], warmup: f
     await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
-async def _rate(port: int, concurrency: int, requests: list[Request], rate: float,
+async def _rate(port: int, key: str, concurrency: int, requests: list[Request], rate: float,
                 duration: float, tally: _Tally) -> None:
     due: asyncio.Queue[tuple[float, Request] | None] = asyncio.Queue()
-    conns = [await Connection.open(port) for _ in range(concurrency)]
+    conns = [await Connection.open(port, key) for _ in range(concurrency)]
 
     async def client(conn: Connection) -> None:
         while (item := await due.get()) is not None:
@@ -157,20 +160,21 @@ async def _rate(port: int, concurrency: int, requests: list[Request], rate: floa
 async def generate(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one load spec (see the module docstring) and return its result."""
     port, concurrency, mode = spec["port"], spec["concurrency"], spec["mode"]
+    key = spec.get("key", "")
     tally = _Tally()
     cpu0, t0 = time.process_time(), time.perf_counter()
     if mode == "closed":
         sequences = [[(p, b) for p, b in seq] for seq in spec["sequences"]]
-        await _closed(port, concurrency, sequences, tally)
+        await _closed(port, key, concurrency, sequences, tally)
         window = time.perf_counter() - t0
     elif mode == "timed":
         requests = [(p, b) for p, b in spec["requests"]]
-        await _timed(port, concurrency, requests, spec.get("warmup", 0.0), spec["duration"],
-                     tally)
+        await _timed(port, key, concurrency, requests, spec.get("warmup", 0.0),
+                     spec["duration"], tally)
         window = spec["duration"]
     elif mode == "rate":
         requests = [(p, b) for p, b in spec["requests"]]
-        await _rate(port, concurrency, requests, spec["rate"], spec["duration"], tally)
+        await _rate(port, key, concurrency, requests, spec["rate"], spec["duration"], tally)
         window = time.perf_counter() - t0
     else:
         raise ValueError(f"unknown mode {mode!r}")

@@ -2,7 +2,8 @@
 database and Redis key prefix, started, waited for, measured and stopped by pid.
 
 Every section gets its own database, copied from a template that ``flowrt migrate``
-prepared once (with the benchmark's workflows registered), so no section sees
+prepared once (with the benchmark's workflows registered and a writer key of tenant
+``default``, ``Servers.key``, that the load generator sends), so no section sees
 another's events.
 """
 
@@ -44,20 +45,26 @@ class Servers:
         self.redis = redis
         self.logs = logs
         self.overrides = overrides or {}  # ``--set name=value``: flowrt settings to try
+        self.key = ""  # made by prepare_template, in every section's database
 
     def database_url(self, name: str) -> str:
         return urlunsplit(urlsplit(self.pg.url)._replace(path=f"/{name}"))
 
     def settings(self, database: str, **values: Any) -> Settings:
-        """flowrt's defaults, with the private servers, a prefix of its own, quiet logs."""
+        """flowrt's defaults, with the private servers, a prefix of its own, quiet logs,
+        and a rate limit no load reaches: the load generator sends one tenant's requests
+        as fast as the API takes them, over the default limit, and the limiter's work
+        (a Redis script per batch of requests) is part of every request in production."""
         return Settings(database_url=self.database_url(database), redis_url=self.redis.url,
                         redis_prefix=f"bench-{database}", log_level="warning", metrics_port=0,
-                        **{**values, **self.overrides})
+                        **{"rate_limit": 1e9, **values, **self.overrides})
 
     async def prepare_template(self) -> None:
-        """``flowrt migrate`` a template database and register the benchmark's workflows."""
+        """``flowrt migrate`` a template database, register the benchmark's workflows
+        and make the load generator's key."""
         from flowrt.store import Database
         from flowrt.store.definitions import DefinitionStore
+        from flowrt.store.tenants import TenantStore
 
         from .app import app
 
@@ -72,6 +79,8 @@ class Servers:
         async with Database(s.database_url) as db:
             for workflow in app.workflows:
                 await DefinitionStore(db).register(workflow)
+            await TenantStore(db).create_tenant("default")
+            self.key = (await TenantStore(db).create_key("default", "writer")).key
 
     async def fresh_database(self, name: str) -> None:
         await self.admin(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
@@ -109,6 +118,10 @@ class Stack:
     @property
     def port(self) -> int:
         return self.settings.port
+
+    @property
+    def key(self) -> str:
+        return self.servers.key
 
     @property
     def conn(self) -> asyncpg.Connection:

@@ -4,6 +4,7 @@ and the same data on the next start."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from flowrt.devservers import PrivatePostgres, port_is_free
+from tests.support.keys import bearer
 from tests.support.procs import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -60,6 +62,14 @@ def _wait_banner(proc: subprocess.Popen[str], timeout: float = 120) -> list[str]
     raise AssertionError("no banner:\n" + "".join(lines))
 
 
+def _key(banner: str) -> dict[str, str]:
+    """Headers with the key the banner printed (a fresh admin key of tenant ``dev``)."""
+    m = re.search(r"^\s*export FLOWRT_KEY=(frk_\S+)$", banner, re.MULTILINE)
+    assert m, banner
+    assert 'Authorization: Bearer $FLOWRT_KEY' in banner  # the curl lines use it
+    return bearer(m.group(1))
+
+
 def _stop(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
     out, _ = proc.communicate(timeout=60)
@@ -67,10 +77,10 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def _wait_state(api: str, want: str) -> dict:
+def _wait_state(api: str, want: str, auth: dict[str, str]) -> dict:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        body = httpx.get(f"{api}/v1/executions/o-1").json()
+        body = httpx.get(f"{api}/v1/executions/o-1", headers=auth).json()
         if body.get("state") == want:
             return body
         time.sleep(0.2)
@@ -98,13 +108,14 @@ def test_dev_runs_the_stack_and_keeps_data_between_runs(data_dir: Path):
         assert (data_dir / "postgres" / "PG_VERSION").exists()  # inside the data dir
         assert f"API {api}" in banner and f"127.0.0.1:{base + 2}/metrics" in banner
         assert "(private)" in banner and "curl" in banner
+        auth = _key(banner)
         r = httpx.post(f"{api}/v1/executions", json={"workflow": "order", "input": {"sku": "A"},
-                                                     "execution_id": "o-1"})
+                                                     "execution_id": "o-1"}, headers=auth)
         assert r.status_code == 202, r.text
         r = httpx.post(f"{api}/v1/executions/o-1/events",
-                       json={"name": "approve", "payload": {"amount": 50}})
+                       json={"name": "approve", "payload": {"amount": 50}}, headers=auth)
         assert r.status_code == 202, r.text
-        _wait_state(api, "approved")
+        _wait_state(api, "approved", auth)
         assert httpx.get(f"http://127.0.0.1:{base + 1}/metrics").status_code == 200
     finally:
         out = _stop(proc)
@@ -115,15 +126,15 @@ def test_dev_runs_the_stack_and_keeps_data_between_runs(data_dir: Path):
     proc = _start(data_dir, base, base + 1)
     try:
         _wait_banner(proc)
-        body = _wait_state(api, "approved")  # the same data came back
+        body = _wait_state(api, "approved", auth)  # the same data (and key) came back
         assert body["data"] == {"sku": "A", "reserved": True, "notified": True}
     finally:
         _stop(proc)
 
     proc = _start(data_dir, base, base + 1, "--reset")
     try:
-        _wait_banner(proc)
-        assert httpx.get(f"{api}/v1/executions/o-1").status_code == 404
+        auth = _key("".join(_wait_banner(proc)))  # the old key went with the data
+        assert httpx.get(f"{api}/v1/executions/o-1", headers=auth).status_code == 404
     finally:
         _stop(proc)
 

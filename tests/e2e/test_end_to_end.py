@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.support.e2e_checks import check_exactly_once_in_order, wait_processed
+from tests.support.keys import bearer, issue_key
 from tests.support.observe import metric
 from tests.support.procs import settings_env, start_api, start_worker, wait_http
 
@@ -52,7 +53,8 @@ async def test_thousand_events_two_workers_then_kill_9(settings, pg, tmp_path):
             wait_http(f"http://127.0.0.1:{port}/metrics", w)
         wait_http(f"{base}/readyz", api)
 
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        key = await issue_key(s.database_url)
+        async with httpx.AsyncClient(base_url=base, headers=bearer(key), timeout=30) as client:
             ids = [f"e2e-{i:03d}" for i in range(EXECUTIONS)]
             await _send_all(client, [("/v1/executions", {"workflow": "counter", "execution_id": x})
                                      for x in ids])

@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 from flowrt.settings import Settings
 from tests.conftest import free_port
 from tests.support.e2e_checks import check_exactly_once_in_order, wait_processed
+from tests.support.keys import bearer, issue_key
 from tests.support.observe import eventually, metric
 from tests.support.procs import BIN, ROOT, Proc, settings_env, start_api, start_worker, wait_http
 from tests.support.servers import private_postgres, private_redis
@@ -51,6 +52,10 @@ def _short(settings: Settings, **extra: object) -> Settings:
         "port": free_port(), "reconciler_period": 0.5, "reconciler_grace": 1.0,
         "relay_period": 0.3, "relay_grace": 0.5, "claim_timeout": 2.0, "lock_ttl": 3.0}
     return replace(settings, **{**values, **extra})  # type: ignore[arg-type]
+
+
+def _client(base: str, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base, headers=bearer(key), timeout=30)
 
 
 def _metrics(port: int) -> str:
@@ -102,6 +107,7 @@ async def test_redis_killed_and_back_empty(settings, pg, tmp_path):
     with private_redis(tmp_path) as redis_server:
         s = _short(settings, redis_url=redis_server.url)
         env = settings_env(s, E2E_CALLS_DIR=str(tmp_path))
+        key = await issue_key(s.database_url)
         metrics_port = free_port()
         api = start_api(env, tmp_path)
         worker = start_worker("worker", APP, env, tmp_path, metrics_port)
@@ -111,7 +117,7 @@ async def test_redis_killed_and_back_empty(settings, pg, tmp_path):
             wait_http(f"http://127.0.0.1:{metrics_port}/metrics", worker)
             wait_http(f"{base}/readyz", api)
             ids = [f"redis-{i}" for i in range(5)]
-            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            async with _client(base, key) as client:
                 await _post_all(client, [("/v1/executions", {"workflow": "counter",
                                                              "execution_id": x}) for x in ids])
                 await _post_all(client, [(f"/v1/executions/{x}/events", {"name": "tick"})
@@ -185,6 +191,7 @@ async def test_postgres_killed_and_back(settings, redis_client, tmp_path):
         s = _short(settings, database_url=pg_server.url)
         env = settings_env(s, E2E_CALLS_DIR=str(tmp_path))
         _migrate(env)
+        key = await issue_key(s.database_url)
         metrics_port = free_port()
         api = start_api(env, tmp_path)
         worker = start_worker("worker", APP, env, tmp_path, metrics_port)
@@ -195,7 +202,7 @@ async def test_postgres_killed_and_back(settings, redis_client, tmp_path):
             wait_http(f"http://127.0.0.1:{metrics_port}/metrics", worker)
             wait_http(f"{base}/readyz", api)
             ids = [f"pg-{i}" for i in range(4)]
-            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            async with _client(base, key) as client:
                 pg = await asyncpg.connect(pg_server.url)
                 try:
                     await _post_all(client, [("/v1/executions", {"workflow": "counter",
@@ -258,6 +265,7 @@ async def test_long_postgres_outage_does_not_kill_events(settings, tmp_path):
         assert s.max_deliveries == 5 and s.claim_timeout == 2.0
         env = settings_env(s, E2E_CALLS_DIR=str(tmp_path))
         _migrate(env)
+        key = await issue_key(s.database_url)
         metrics_port = free_port()
         api = start_api(env, tmp_path)
         worker = start_worker("worker", APP, env, tmp_path, metrics_port)
@@ -267,7 +275,7 @@ async def test_long_postgres_outage_does_not_kill_events(settings, tmp_path):
             wait_http(f"http://127.0.0.1:{metrics_port}/metrics", worker)
             wait_http(f"{base}/readyz", api)
             ids = ["long-0", "long-1"]
-            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            async with _client(base, key) as client:
                 await _post_all(client, [("/v1/executions", {"workflow": "counter",
                                                              "execution_id": x}) for x in ids])
                 # accepted, and still in flight when PostgreSQL goes away
@@ -313,6 +321,7 @@ def _calls(tmp_path: Path, pid: int) -> list[tuple[str, int]]:
 async def test_paused_worker_is_fenced(settings, pg, tmp_path):
     s = _short(settings)
     env = settings_env(s, E2E_CALLS_DIR=str(tmp_path))
+    key = await issue_key(s.database_url)
     api = start_api(env, tmp_path)
     ports = [free_port(), free_port()]
     workers = [start_worker(f"worker{i}", APP, env, tmp_path, ports[i]) for i in range(2)]
@@ -323,7 +332,7 @@ async def test_paused_worker_is_fenced(settings, pg, tmp_path):
         for w, port in zip(workers, ports, strict=True):
             wait_http(f"http://127.0.0.1:{port}/metrics", w)
         wait_http(f"{base}/readyz", api)
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        async with _client(base, key) as client:
             x = "paused"
             await _post_all(client, [("/v1/executions",
                                       {"workflow": "counter", "execution_id": x})])

@@ -3,7 +3,8 @@
 ``Stack`` starts a private PostgreSQL and a private Redis (``tests/support/servers``,
 on free loopback ports, stopped by pid), migrates, creates the sink tables of
 ``tests/faults/sinkapp.py``, and runs the API and workers as subprocesses with
-short timings. ``Client`` sends requests and keeps a ``Ledger`` of every try
+short timings. ``Client`` sends requests (with the stack's admin key, made after migrating;
+``Stack.client()``) and keeps a ``Ledger`` of every try
 (key, body, answer); it retries 503s and dropped connections with the same
 Idempotency-Key, as a careful user would. ``PendingSampler`` watches the group's
 pending list from outside (for every scenario), for the largest delivery count a
@@ -29,6 +30,7 @@ from flowrt.bus.keys import GROUP, Keys
 from flowrt.settings import Settings
 from tests.conftest import free_port
 from tests.faults.sinkapp import SINK_SQL
+from tests.support.keys import bearer, issue_key
 from tests.support.observe import eventually, metric
 from tests.support.procs import BIN, ROOT, Proc, settings_env, wait_http
 from tests.support.servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
@@ -55,6 +57,7 @@ class Stack:
         self.pg_server: PrivatePostgres
         self.redis_server: PrivateRedis
         self.settings: Settings
+        self.key = ""  # an admin key of TENANT, made once migrated
         self.api: Proc | None = None
         self.workers: dict[str, tuple[Proc, int]] = {}  # name -> (process, metrics port)
         self.retired: list[Proc] = []  # killed or stopped on purpose
@@ -90,6 +93,15 @@ class Stack:
         return f"http://127.0.0.1:{self.settings.port}"
 
     @property
+    def auth(self) -> dict[str, str]:
+        """Headers with this stack's admin key."""
+        return bearer(self.key)
+
+    def client(self, **kwargs: Any) -> Client:
+        """A load client of this stack's API (see ``Client``), with its admin key."""
+        return Client(self.base_url, auth=self.auth, **kwargs)
+
+    @property
     def keys(self) -> Keys:
         return Keys(self.settings.redis_prefix)
 
@@ -102,6 +114,7 @@ class Stack:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await asyncio.wait_for(migrate.communicate(), 60)
         assert migrate.returncode == 0, out.decode(errors="replace")
+        self.key = await issue_key(self.pg_server.url, TENANT)
         conn = await asyncpg.connect(self.pg_server.url)
         try:
             await conn.execute(SINK_SQL)
@@ -192,7 +205,8 @@ class Stack:
         return sum(metric(page, name) for page in self.worker_metrics())
 
     def api_metric(self, name: str) -> float:
-        return metric(httpx.get(f"{self.base_url}/metrics", timeout=5).text, name)
+        page = httpx.get(f"{self.base_url}/metrics", headers=self.auth, timeout=5)
+        return metric(page.text, name)
 
     def logs(self) -> str:
         procs = [p for p, _ in self.workers.values()] + self.retired
@@ -284,12 +298,12 @@ class Client:
     passed; the ledger keeps every try.
     """
 
-    def __init__(self, base_url: str, ledger: Ledger | None = None, *, give_up: float = 60,
-                 max_pause: float = 0.5, timeout: float = 10) -> None:
+    def __init__(self, base_url: str, ledger: Ledger | None = None, *, auth: dict[str, str],
+                 give_up: float = 60, max_pause: float = 0.5, timeout: float = 10) -> None:
         self.ledger = ledger or Ledger()
         self.give_up = give_up
         self.max_pause = max_pause
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
+        self.http = httpx.AsyncClient(base_url=base_url, headers=auth, timeout=timeout,
                                       limits=httpx.Limits(max_connections=64))
 
     async def __aenter__(self) -> Client:

@@ -12,13 +12,13 @@ import time
 import httpx
 
 from tests.faults.checks import check
-from tests.faults.harness import TENANT, Client, Stack, eventually
+from tests.faults.harness import TENANT, Stack, eventually
 
 # 8 ------------------------------------------------------------------------------------
 
 
 async def test_duplicate_hints_and_concurrent_retries(tmp_path, report):
-    async with Stack(tmp_path, workers=2) as stack, Client(stack.base_url) as client:
+    async with Stack(tmp_path, workers=2) as stack, stack.client() as client:
         ids = [f"d{i}" for i in range(10)]
         await client.load(ids, 5, concurrency=8)
         await stack.wait_drained(30)
@@ -84,7 +84,7 @@ async def test_duplicate_hints_and_concurrent_retries(tmp_path, report):
 
 async def test_poison_events(tmp_path, report):
     async with Stack(tmp_path, workers=2, max_deliveries=3) as stack, \
-            Client(stack.base_url) as client:
+            stack.client() as client:
         healthy = [f"ok{i}" for i in range(10)]
         await client.load(["fails", "guard", "pill", *healthy], 0, concurrency=8)
         load = asyncio.create_task(client.load(healthy, 20, concurrency=4, start=False))
@@ -134,7 +134,7 @@ async def test_poison_events(tmp_path, report):
                 "SELECT status, error FROM event_processing WHERE execution_id = 'guard'"
                 " AND seq = $1", guard.answer["seq"])
             assert row["status"] == "ignored", dict(row)
-            async with httpx.AsyncClient(base_url=stack.base_url) as http:
+            async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth) as http:
                 events = (await http.get("/v1/executions/guard/events")).json()["events"]
                 shown = next(e for e in events if e["seq"] == guard.answer["seq"])
                 pill_view = (await http.get("/v1/executions/pill")).json()

@@ -17,7 +17,7 @@ from tests.faults.proxy import CuttingProxy
 
 async def test_postgres_stopped_and_restarted_under_load(tmp_path, report):
     async with Stack(tmp_path, workers=2) as stack, \
-            Client(stack.base_url, give_up=90) as client:
+            stack.client(give_up=90) as client:
         pids = {p.name: p.pid for p, _ in stack.workers.values()}
         assert stack.api is not None
         pids["api"] = stack.api.pid
@@ -61,7 +61,7 @@ async def _tries_at_least(client: Client, n: int) -> bool:
 async def test_connection_cut_during_commit(tmp_path, report):
     async with Stack(tmp_path, workers=1) as stack, \
             CuttingProxy(stack.pg_server.port) as proxy, \
-            Client(stack.base_url) as client:
+            stack.client() as client:
         proxied = stack.pg_server.url.replace(f":{stack.pg_server.port}/", f":{proxy.port}/")
         # One pooled connection, so the armed cut falls on the request under test.
         stack.restart_api(FLOWRT_DATABASE_URL=proxied, FLOWRT_DB_POOL_MAX="1")

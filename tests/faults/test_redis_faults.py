@@ -50,7 +50,7 @@ def _epoch(stamp: object) -> float:
 
 async def test_redis_restarted_empty_under_load(tmp_path, report):
     async with Stack(tmp_path, workers=2) as stack, \
-            Client(stack.base_url) as client:
+            stack.client() as client:
         load = asyncio.create_task(client.load([f"x{i}" for i in range(30)], 15, concurrency=8))
         await eventually(lambda: _some(client, 150), 30, "load did not start")
         marker = stack.redis()
@@ -92,7 +92,7 @@ async def _some(client: Client, n: int) -> bool:
 
 
 async def test_redis_refusing_connections(tmp_path, report):
-    async with Stack(tmp_path, workers=2) as stack, Client(stack.base_url) as client:
+    async with Stack(tmp_path, workers=2) as stack, stack.client() as client:
         ids = [f"r{i}" for i in range(10)]
         await client.load(ids, 3, concurrency=4)
         await stack.wait_drained(30)
@@ -105,7 +105,7 @@ async def test_redis_refusing_connections(tmp_path, report):
         during = client.ledger.tries[started:]
         assert {t.status for t in during} == {202}, {t.status for t in during}
         slowest = max(t.elapsed for t in during)
-        async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth) as http:
             ready = await http.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json() == {"status": "degraded",
@@ -125,7 +125,7 @@ async def test_redis_refusing_connections(tmp_path, report):
         back = time.monotonic()
         recovery = await stack.wait_drained(60)
         figures = await check(stack, client.ledger)
-        async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth) as http:
             async def ready_again() -> bool:
                 r = await http.get("/readyz")
                 return r.status_code == 200 and r.json()["status"] == "ready"
@@ -141,7 +141,7 @@ async def test_redis_refusing_connections(tmp_path, report):
 
 
 async def test_redis_stalled_by_client_pause(tmp_path, report):
-    async with Stack(tmp_path, workers=2) as stack, Client(stack.base_url) as client:
+    async with Stack(tmp_path, workers=2) as stack, stack.client() as client:
         ids = [f"p{i}" for i in range(5)]
         await client.load(ids, 2, concurrency=4)
         await stack.wait_drained(30)

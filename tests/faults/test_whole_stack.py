@@ -17,7 +17,7 @@ async def test_whole_stack_crash_and_restart_in_random_order(tmp_path, report):
     order = ["postgres", "redis", "api", "worker", "worker"]
     random.Random(seed).shuffle(order)
     print(f"restart order (FAULTS_SEED={seed}): {order}")
-    async with Stack(tmp_path, workers=2) as stack, Client(stack.base_url, give_up=120) as client:
+    async with Stack(tmp_path, workers=2) as stack, stack.client(give_up=120) as client:
         load = asyncio.create_task(client.load([f"w{i}" for i in range(30)], 20, concurrency=8))
         await eventually(lambda: _tries(client, 200), 60, "load did not start")
 

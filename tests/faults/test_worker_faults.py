@@ -16,7 +16,7 @@ import httpx
 
 from flowrt.bus.keys import GROUP
 from tests.faults.checks import check
-from tests.faults.harness import TENANT, Client, Stack, eventually, metric
+from tests.faults.harness import TENANT, Stack, eventually, metric
 from tests.support.procs import Proc
 
 
@@ -62,7 +62,7 @@ async def _pending_hint_seqs(stack: Stack, x: str) -> list[int]:
 
 async def test_kill9_mid_action_and_after_commit_before_ack(tmp_path, report):
     async with Stack(tmp_path, workers=2) as stack, \
-            Client(stack.base_url) as client:
+            stack.client() as client:
         conn = await stack.pg()
         try:
             background = asyncio.create_task(
@@ -125,7 +125,7 @@ async def test_kill9_mid_action_and_after_commit_before_ack(tmp_path, report):
 
 async def test_sigstop_past_lock_ttl_is_fenced(tmp_path, report):
     async with Stack(tmp_path, workers=2) as stack, \
-            Client(stack.base_url) as client:
+            stack.client() as client:
         conn = await stack.pg()
         paused: Proc | None = None
         try:
@@ -183,7 +183,7 @@ async def test_sigstop_past_lock_ttl_is_fenced(tmp_path, report):
 
 async def test_backlog_drains_and_a_second_worker_joins(tmp_path, report):
     async with Stack(tmp_path, workers=1) as stack, \
-            Client(stack.base_url) as client:
+            stack.client() as client:
         ids = [f"b{i}" for i in range(200)]
         started = time.monotonic()
         # 200 starts + 4,800 items; each action takes 0.1 s, so one worker (16 at a
@@ -223,7 +223,7 @@ async def test_backlog_drains_and_a_second_worker_joins(tmp_path, report):
 
 async def test_consumer_churn(tmp_path, report):
     async with Stack(tmp_path, workers=2) as stack, \
-            Client(stack.base_url) as client:
+            stack.client() as client:
         load = asyncio.create_task(client.load([f"c{i}" for i in range(40)], 25, concurrency=8))
         names: set[str] = set()
         for n in range(20):

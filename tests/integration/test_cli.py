@@ -32,6 +32,7 @@ from flowrt.settings import Settings
 from flowrt.store.migrate import migrations
 from tests.conftest import free_port, with_database
 from tests.support.api import api_client, register_demo
+from tests.support.keys import bearer, issue_key
 from tests.support.procs import BIN, ROOT, settings_env
 from tests.support.workerkit import processed, running_worker
 
@@ -273,14 +274,16 @@ BAD_DEFINITIONS = [
     ("bad.yaml",
      "name: bad\nversion: 0\ninitial: nowhere\nstates:\n"
      "  a: {on: {go: {target: zzz, guard: 'payload.x <'}}}\n",
-     ["version: version must be a positive integer",
-      "initial: unknown initial state 'nowhere'",
-      "states.a.on.go.target: unknown target state 'zzz'",
-      "states.a.on.go.guard: bad guard syntax"]),
+     ["version (line 2, column 1): version must be a positive integer",
+      "initial (line 3, column 1): unknown initial state 'nowhere'",
+      "states.a.on.go.target (line 5, column 17): unknown target state 'zzz'",
+      "states.a.on.go.guard (line 5, column 30): bad guard syntax"]),
     ("dup.yaml", "name: x\nversion: 1\nname: y\n",
      ["line 3, column 1: duplicate name 'name'"]),
     ("typed.yaml", "name: x\nversion: one\ninitial: a\nstates: {a: {final: true}}\n",
-     ["version: Expected `int`, got `str`"]),
+     ["version (line 2, column 1): Expected `int`, got `str`"]),
+    ("typed.json", '{"name": "x", "version": "one", "initial": "a", "states": {}}',
+     ["version: Expected `int`, got `str`"]),  # JSON has no positions to give
     ("syntax.yaml", "name: x\nversion: [1\n", ["syntax: "]),
     ("def.txt", "name: x\n", ["file: unsupported extension '.txt'"]),
 ]
@@ -673,12 +676,14 @@ def test_dev_with_given_services_runs_the_stack_and_stops_on_sigterm(settings: S
         assert "(private)" not in text
         assert not (tmp_path / "data").exists()
         api = f"http://127.0.0.1:{port}"
+        auth = bearer(asyncio.run(issue_key(settings.database_url)))
         r = httpx.post(f"{api}/v1/executions", json={"workflow": "order", "input": {}},
-                       timeout=10)
+                       headers=auth, timeout=10)
         assert r.status_code == 202, r.text
         execution_id = r.json()["execution_id"]
         deadline = time.monotonic() + 30
-        while httpx.get(f"{api}/v1/executions/{execution_id}", timeout=5).json()["state"] is None:
+        while httpx.get(f"{api}/v1/executions/{execution_id}", headers=auth,
+                        timeout=5).json()["state"] is None:
             assert time.monotonic() < deadline, "the dev worker did not process the start"
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
