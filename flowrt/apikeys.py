@@ -33,7 +33,6 @@ class Principal:
 
     tenant: str
     role: Role
-    key_id: str | None = None
     rate_limit: float | None = None  # the tenant's own limit; None: the deployment's
     rate_burst: int | None = None
 

@@ -119,5 +119,5 @@ class TenantStore:
             row = await conn.fetchrow(_LOOKUP, key_id)
         if not matches(key, row["key_hash"] if row else None) or row is None:
             return None
-        return Principal(tenant=row["tenant_id"], role=row["role"], key_id=key_id,
+        return Principal(tenant=row["tenant_id"], role=row["role"],
                          rate_limit=row["rate_limit"], rate_burst=row["rate_burst"])
