@@ -15,6 +15,7 @@ from ..errors import FlowrtError
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import Database, ExecutionStore, Outbox, PublishedMarks
+from ..store.appends import AppendBatcher
 from ..store.tenants import TenantStore
 from .auth import Authenticator
 from .limits import RateLimiter
@@ -39,17 +40,21 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         db = Database(settings.database_url,
                       max_size=settings.db_pool_max, timeout=settings.db_timeout)
         bus = Bus(settings.redis_url, Keys(settings.redis_prefix), timeout=settings.redis_timeout)
+        executions = ExecutionStore(db)
+        appends = AppendBatcher(executions)
         published = PublishedMarks(Outbox(db))
         hints = HintBatcher(bus)
         tokens = TokenBatcher(bus)
         await db.start()
         await bus.start()
+        await appends.start()
         await published.start()
         await hints.start()
         await tokens.start()
         metrics = Metrics(registry or CollectorRegistry())
         app.state.flowrt = ApiState(settings=settings, db=db, bus=bus, hints=hints,
-                                    executions=ExecutionStore(db), published=published,
+                                    executions=executions, appends=appends,
+                                    published=published,
                                     metrics=metrics,
                                     auth=Authenticator(settings, TenantStore(db), metrics),
                                     limiter=RateLimiter(settings, tokens, metrics))
@@ -59,6 +64,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             await tokens.close()
             await hints.close()
             await published.close()
+            await appends.close()
             await bus.close()
             await db.close()
 

@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from ..apikeys import Principal, Role
 from ..errors import Unavailable
 from ..events import EXECUTION_STATUSES, Hint, is_reserved
-from ..store.executions import Appended
+from ..store.executions import Appended, AppendRequest
 from .body import read_json
 from .openapi import openapi
 from .problems import Problem
@@ -95,9 +95,9 @@ async def send_event(request: Request, who: Principal) -> Response:
         raise Problem(422, "invalid-event-name", "Invalid Event Name",
                       "an event name is 1-128 letters, digits, '_', '.' or '-',"
                       " starting with a letter or '_'")
-    appended = await state.executions.append(
-        who.tenant, execution_id, name=body.name, payload=body.payload, idempotency_key=key,
-        request_hash=request_hash(body))
+    appended = await state.appends.append(AppendRequest(
+        tenant=who.tenant, execution_id=execution_id, name=body.name, payload=body.payload,
+        idempotency_key=key, request_hash=request_hash(body)))
     return await _accepted(state, who, appended)
 
 

@@ -10,6 +10,7 @@ from ..bus.batcher import HintBatcher
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import Database, ExecutionStore, PublishedMarks
+from ..store.appends import AppendBatcher
 from .auth import Authenticator
 from .limits import RateLimiter
 
@@ -23,6 +24,7 @@ class ApiState:
     bus: Bus
     hints: HintBatcher  # publishes the hints of concurrent requests together
     executions: ExecutionStore
+    appends: AppendBatcher  # appends the events of concurrent requests together
     published: PublishedMarks
     metrics: Metrics
     auth: Authenticator

@@ -1,9 +1,7 @@
-"""Concurrent requests' Redis work, sent together.
-
-``Batcher`` queues items from many callers and hands them to one ``flush`` call per
-batch: one round trip (a pipeline, or one script) instead of one each, which is most
-of the API's Redis cost under load. Each caller still waits for its own result, or
-the exception its batch raised.
+"""Concurrent requests' Redis work, sent together (``flowrt.batching.Batcher``): one
+round trip (a pipeline, or one script) instead of one each, which is most of the
+API's Redis cost under load. Each caller still waits for its own result, or the
+exception its batch raised.
 
 - ``HintBatcher``: the hints of concurrent appends. Each request still waits for its
   hint to reach Redis (or fail) before its 202, so nothing about the outbox changes.
@@ -13,79 +11,16 @@ the exception its batch raised.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
-
+from ..batching import Batcher
 from ..events import Hint
 from .stream import Bus
 
-__all__ = ["Batcher", "HintBatcher", "TokenBatcher"]
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class Batcher(Generic[T, R]):
-    """Owned by the API's lifespan: ``start`` and ``close``; no I/O in the constructor."""
-
-    def __init__(self, flush: Callable[[list[T]], Awaitable[list[R]]], *, name: str,
-                 max_batch: int = 256) -> None:
-        self._flush = flush
-        self._name = name
-        self._max = max_batch
-        self._queue: list[tuple[T, asyncio.Future[R]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self._name)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for _item, waiter in self._queue:
-            if not waiter.done():
-                waiter.set_exception(RuntimeError("the API is stopping"))
-        self._queue.clear()
-
-    async def submit(self, item: T) -> R:
-        """Return ``item``'s result once its batch is flushed; raise what the flush raised."""
-        if self._task is None:
-            raise RuntimeError(f"{self._name} is not started")
-        waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, waiter))
-        self._wake.set()
-        return await waiter
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch, self._queue = self._queue[:self._max], self._queue[self._max:]
-                live = [(i, w) for i, w in batch if not w.done()]  # timed out: skip
-                if not live:
-                    continue
-                try:
-                    results = await self._flush([i for i, _ in live])
-                except Exception as exc:
-                    for _i, waiter in live:
-                        if not waiter.done():
-                            waiter.set_exception(exc)
-                else:
-                    for (_i, waiter), result in zip(live, results, strict=True):
-                        if not waiter.done():
-                            waiter.set_result(result)
+__all__ = ["HintBatcher", "TokenBatcher"]
 
 
 class HintBatcher(Batcher[Hint, None]):
     def __init__(self, bus: Bus, max_batch: int = 256) -> None:
-        async def publish(hints: list[Hint]) -> list[None]:
+        async def publish(hints: list[Hint]) -> list[BaseException | None]:
             await bus.publish(hints)
             return [None] * len(hints)
 
@@ -101,12 +36,12 @@ Bucket = tuple[str, float, int]  # tenant, rate per second, burst
 
 class TokenBatcher(Batcher[Bucket, float]):
     def __init__(self, bus: Bus, max_batch: int = 256) -> None:
-        async def take(requests: list[Bucket]) -> list[float]:
+        async def take(requests: list[Bucket]) -> list[float | BaseException]:
             counts: dict[Bucket, int] = {}
             for bucket in requests:
                 counts[bucket] = counts.get(bucket, 0) + 1
             taken = dict(zip(counts, await bus.take_tokens(list(counts.items())), strict=True))
-            waits = []
+            waits: list[float | BaseException] = []
             for bucket in requests:  # in arrival order: the first `granted` go through
                 granted, wait = taken[bucket]
                 waits.append(0.0 if granted > 0 else wait)

@@ -13,6 +13,7 @@ import msgspec
 from ..errors import (
     Conflict,
     ExecutionFinished,
+    FlowrtError,
     IdempotencyMismatch,
     InvalidInput,
     NotFound,
@@ -20,7 +21,8 @@ from ..errors import (
 from ..events import STARTED, ActionRecord
 from .db import Database
 
-__all__ = ["Appended", "EventView", "ExecutionPage", "ExecutionStore", "ExecutionView"]
+__all__ = ["AppendRequest", "Appended", "EventView", "ExecutionPage", "ExecutionStore",
+           "ExecutionView"]
 
 
 class Appended(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +82,33 @@ _EVENT_QUERY = (
     " FROM events e JOIN event_processing p USING (tenant_id, execution_id, seq)"
     " WHERE e.tenant_id = $1 AND e.execution_id = $2 AND e.seq > $3 ORDER BY e.seq LIMIT $4"
 )
+
+
+class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One event to append (the tenant from the caller's key)."""
+
+    tenant: str
+    execution_id: str
+    name: str
+    payload: dict[str, Any]
+    idempotency_key: str | None
+    request_hash: str
+
+
+def _appended(request: AppendRequest, row: asyncpg.Record) -> Appended | FlowrtError:
+    """An append's outcome (sql/0002) as the accepted event, or the error to answer."""
+    outcome = row["outcome"]
+    execution_id = request.execution_id
+    if outcome == "not_found":
+        return NotFound(f"execution {execution_id!r} does not exist")
+    if outcome == "key_mismatch":
+        return IdempotencyMismatch(
+            f"Idempotency-Key {request.idempotency_key!r} was used with a different body")
+    if outcome == "finished":
+        return ExecutionFinished(
+            f"execution {execution_id!r} is {row['status']} and accepts no more events")
+    return Appended(execution_id=execution_id, event_id=row["event_id"], seq=row["seq"],
+                    workflow=row["workflow"], created=outcome == "appended")
 
 
 def _execution(row: asyncpg.Record) -> ExecutionView:
@@ -146,23 +175,36 @@ class ExecutionStore:
         One round trip: ``flowrt_append_event`` (sql/0002) locks the execution row, so
         appends to one execution serialise and seq has no gaps.
         """
+        request = AppendRequest(tenant=tenant, execution_id=execution_id, name=name,
+                                payload=payload, idempotency_key=idempotency_key,
+                                request_hash=request_hash)
         async with self._db.connection() as conn:
             row = await conn.fetchrow(
                 "SELECT outcome, event_id::text AS event_id, seq, workflow, status"
                 " FROM flowrt_append_event($1, $2, $3, $4, $5, $6, $7)",
                 tenant, execution_id, str(uuid.uuid4()), name, payload, idempotency_key,
                 request_hash)
-        outcome = row["outcome"]
-        if outcome == "not_found":
-            raise NotFound(f"execution {execution_id!r} does not exist")
-        if outcome == "key_mismatch":
-            raise IdempotencyMismatch(
-                f"Idempotency-Key {idempotency_key!r} was used with a different body")
-        if outcome == "finished":
-            raise ExecutionFinished(
-                f"execution {execution_id!r} is {row['status']} and accepts no more events")
-        return Appended(execution_id=execution_id, event_id=row["event_id"], seq=row["seq"],
-                        workflow=row["workflow"], created=outcome == "appended")
+        result = _appended(request, row)
+        if isinstance(result, FlowrtError):
+            raise result
+        return result
+
+    async def append_many(self, requests: list[AppendRequest]) -> list[Appended | FlowrtError]:
+        """Append many events in one statement and one commit (``flowrt_append_events``,
+        sql/0007): each with the single append's rules and its own outcome, in order.
+
+        An error the statement raises fails them all, none appended (one transaction).
+        """
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT ord, outcome, event_id::text AS event_id, seq, workflow, status"
+                " FROM flowrt_append_events($1, $2, $3, $4, $5, $6, $7)",
+                [r.tenant for r in requests], [r.execution_id for r in requests],
+                [str(uuid.uuid4()) for _ in requests], [r.name for r in requests],
+                [r.payload for r in requests], [r.idempotency_key for r in requests],
+                [r.request_hash for r in requests])
+        by_ord = {row["ord"]: row for row in rows}
+        return [_appended(r, by_ord[i]) for i, r in enumerate(requests, start=1)]
 
     async def get(self, tenant: str, execution_id: str) -> ExecutionView:
         async with self._db.connection() as conn:

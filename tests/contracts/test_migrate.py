@@ -61,9 +61,11 @@ async def _versions(url: str) -> list[tuple[int, str]]:
 
 
 ALL = ["0001_init.sql", "0002_append_function.sql", "0003_dead_events_index.sql",
-       "0004_start_function.sql", "0005_events_refuse_truncate.sql", "0006_tenants_and_keys.sql"]
+       "0004_start_function.sql", "0005_events_refuse_truncate.sql", "0006_tenants_and_keys.sql",
+       "0007_append_events_batch.sql"]
 VERSIONS = [(1, "init"), (2, "append_function"), (3, "dead_events_index"),
-            (4, "start_function"), (5, "events_refuse_truncate"), (6, "tenants_and_keys")]
+            (4, "start_function"), (5, "events_refuse_truncate"), (6, "tenants_and_keys"),
+            (7, "append_events_batch")]
 
 
 def test_migrations_are_found_in_order() -> None:
@@ -131,7 +133,7 @@ async def test_0006_keeps_the_tenants_and_merges_their_definitions(
             await conn.execute(
                 "INSERT INTO executions (tenant_id, execution_id, workflow, version,"
                 " request_hash) VALUES ($1, 'x1', 'wf', 1, 'r')", tenant)
-        assert await migrate(empty_db) == ["0006_tenants_and_keys.sql"]
+        assert (await migrate(empty_db))[0] == "0006_tenants_and_keys.sql"
         tenants = await conn.fetch("SELECT tenant_id FROM tenants ORDER BY 1")
         assert [r[0] for r in tenants] == ["acme", "globex"]
         defs = await conn.fetch("SELECT name, version, body_hash FROM workflow_definitions")
