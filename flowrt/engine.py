@@ -13,7 +13,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -21,26 +21,37 @@ from .actions import ActionContext, RetryPolicy, backoff
 from .app import App
 from .definition import Workflow
 from .errors import ActionMissing
-from .events import STARTED, ActionRecord, Event
+from .events import STARTED, ActionRecord, Event, Outcome
 from .jsonvalues import problem_in, storable_text
 from .machine import Decision, Snapshot, apply, decide, error_actions
 from .metrics import Metrics
 from .store.definitions import DefinitionStore
-from .store.processing import Lease, ProcessingStore
+from .store.processing import Committed, Lease, ProcessingStore
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "Passes"]
 
 _log = structlog.get_logger("flowrt.engine")
 
 
+class Passes(Protocol):
+    """Where a pass takes its lease and commits each outcome, fenced (the worker's
+    ``PassBatcher``: its concurrent jobs' statements go together)."""
+
+    async def take_lease(self, tenant: str, execution_id: str) -> Lease | None: ...
+
+    async def commit(self, lease: Lease, seq: int, outcome: Outcome,
+                     snapshot: Snapshot) -> Committed: ...
+
+
 class Engine:
     def __init__(self, app: App, definitions: DefinitionStore, store: ProcessingStore,
-                 metrics: Metrics, *, worker: str, default_retry: RetryPolicy,
+                 passes: Passes, metrics: Metrics, *, worker: str, default_retry: RetryPolicy,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  jitter: Callable[[], float] = random.random, max_depth: int = 32) -> None:
         self._app = app
         self._definitions = definitions
         self._store = store
+        self._passes = passes
         self._metrics = metrics
         self._worker = worker
         self._default_retry = default_retry
@@ -55,7 +66,7 @@ class Engine:
         two events. Raises ``LeaseLost`` when another worker took over, ``Unavailable``
         when a dependency is down; either way nothing half-done is visible.
         """
-        lease = await self._store.take_lease(tenant, execution_id, self._worker)
+        lease = await self._passes.take_lease(tenant, execution_id)
         if lease is None:  # processed already, blocked, or unknown: a redundant hint
             return 0
         workflow = await self._workflow(lease)
@@ -103,7 +114,7 @@ class Engine:
                     await self._store.mark_processing(lease, event.seq, self._worker)
                 records = await self._run_actions(lease, workflow, snapshot, event, decision)
             after, outcome = apply(workflow, snapshot, event, decision, records)
-            committed = await self._store.commit(lease, event.seq, outcome, after, self._worker)
+            committed = await self._passes.commit(lease, event.seq, outcome, after)
             labels = {"workflow": workflow.name}
             self._metrics.events_processed.labels(outcome=outcome.status, **labels).inc()
             self._metrics.processing_seconds.labels(**labels).observe(time.monotonic() - started)

@@ -41,6 +41,7 @@ from .settings import Settings
 from .store import Database, Outbox, ProcessingStore
 from .store.definitions import DefinitionStore
 from .store.health import HealthStore
+from .store.passes import PassBatcher
 
 __all__ = ["Worker"]
 
@@ -91,8 +92,9 @@ class Worker:
         self._definitions = DefinitionStore(self._db)
         self._health = HealthStore(self._db)
         self._thresholds = Thresholds.for_settings(settings)
+        self._passes = PassBatcher(self._store, self.name)
         self._engine = Engine(
-            app, self._definitions, self._store, self.metrics, worker=self.name,
+            app, self._definitions, self._store, self._passes, self.metrics, worker=self.name,
             default_retry=RetryPolicy(attempts=settings.retry_attempts,
                                       initial_delay=settings.retry_initial_delay,
                                       max_delay=settings.retry_max_delay,
@@ -116,6 +118,7 @@ class Worker:
         self.app.check()
         await self._db.start()
         await self._bus.start()
+        await self._passes.start()
         try:
             await self._prepare()
             if self.settings.metrics_port:
@@ -160,6 +163,7 @@ class Worker:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
+        await self._passes.close()
         await self._bus.close()
         await self._db.close()
 

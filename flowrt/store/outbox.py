@@ -38,12 +38,17 @@ class Outbox:
     async def mark_published(self, hints: list[Hint]) -> None:
         if not hints:
             return
+        # Rows locked in (tenant, execution, seq) order, as the workers' batched
+        # leases and commits take them (sql/0008): concurrent batches never deadlock.
         async with self._db.connection() as conn:
             await conn.execute(
-                "UPDATE event_processing p SET published = true"
-                " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS h(t, x, s)"
-                " WHERE p.tenant_id = h.t AND p.execution_id = h.x AND p.seq = h.s"
-                " AND NOT p.published",
+                "UPDATE event_processing p SET published = true FROM (SELECT q.tenant_id,"
+                " q.execution_id, q.seq FROM event_processing q"
+                " JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS h(t, x, s)"
+                " ON q.tenant_id = h.t AND q.execution_id = h.x AND q.seq = h.s"
+                " WHERE NOT q.published ORDER BY q.tenant_id, q.execution_id, q.seq"
+                " FOR UPDATE OF q) l WHERE p.tenant_id = l.tenant_id"
+                " AND p.execution_id = l.execution_id AND p.seq = l.seq",
                 [h.tenant for h in hints], [h.execution_id for h in hints],
                 [h.seq for h in hints])
 

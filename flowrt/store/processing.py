@@ -18,7 +18,7 @@ from ..events import Event, Hint, Outcome, RecordedEvent
 from ..machine import Snapshot
 from .db import Database
 
-__all__ = ["BEHIND", "Committed", "Lease", "ProcessingStore"]
+__all__ = ["BEHIND", "Commit", "Committed", "Lease", "ProcessingStore"]
 
 
 class Lease(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,6 +34,15 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
     blocked_seq: int | None
     snapshot: Snapshot  # what the log folds to up to processed_seq (kept by the commits)
     pending: tuple[Event, ...] = ()  # the first events after processed_seq, in seq order
+
+
+class Commit(msgspec.Struct, frozen=True, kw_only=True):
+    """One event's outcome and its execution's projection after it, to commit fenced."""
+
+    lease: Lease
+    seq: int
+    outcome: Outcome
+    snapshot: Snapshot
 
 
 class Committed(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,34 +99,35 @@ class ProcessingStore:
         no such execution): then nothing is written, so a redundant hint costs a read,
         not a durable commit.
         """
+        [lease] = await self.take_leases([(tenant, execution_id)], worker, batch)
+        return lease
+
+    async def take_leases(self, executions: list[tuple[str, str]], worker: str,
+                          batch: int = 100) -> list[Lease | None]:
+        """``take_lease`` for many executions (tenant, id) in one round trip and one
+        commit (``flowrt_take_leases``, sql/0008); results in order."""
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                "WITH x AS (UPDATE executions SET lease_epoch = lease_epoch + 1"
-                " WHERE tenant_id = $1 AND execution_id = $2"
-                " AND processed_seq < last_seq AND blocked_seq IS NULL"
-                " RETURNING lease_epoch, workflow, version, last_seq, processed_seq,"
-                " blocked_seq, status, state, data),"
-                " p AS (UPDATE event_processing p SET attempts = p.attempts + 1,"
-                " status = 'processing', worker = $3, started_at = now() FROM x"
-                " WHERE p.tenant_id = $1 AND p.execution_id = $2"
-                " AND p.seq = x.processed_seq + 1 AND x.processed_seq < x.last_seq"
-                " AND x.blocked_seq IS NULL)"
-                " SELECT x.*, e.seq, e.event_id::text AS event_id, e.name, e.payload,"
-                " e.created_at FROM x LEFT JOIN LATERAL (SELECT * FROM events e"
-                " WHERE e.tenant_id = $1 AND e.execution_id = $2 AND x.blocked_seq IS NULL"
-                " AND e.seq > x.processed_seq AND e.seq <= x.last_seq ORDER BY e.seq"
-                " LIMIT $4) e ON true ORDER BY e.seq", tenant, execution_id, worker, batch)
-        if not rows:
-            return None
-        row = rows[0]
-        pending = tuple(_event(r) for r in rows if r["seq"] is not None)
-        return Lease(tenant=tenant, execution_id=execution_id, epoch=row["lease_epoch"],
-                     workflow=row["workflow"], version=row["version"],
-                     last_seq=row["last_seq"], processed_seq=row["processed_seq"],
-                     blocked_seq=row["blocked_seq"],
-                     snapshot=Snapshot(status=row["status"], state=row["state"],
-                                       data=row["data"], seq=row["processed_seq"]),
-                     pending=pending)
+                "SELECT * FROM flowrt_take_leases($1, $2, $3, $4)",
+                [t for t, _x in executions], [x for _t, x in executions], worker, batch)
+        by_ord: dict[int, list[asyncpg.Record]] = {}
+        for r in rows:
+            by_ord.setdefault(r["ord"], []).append(r)
+        leases: list[Lease | None] = []
+        for i, (tenant, execution_id) in enumerate(executions, start=1):
+            mine = by_ord.get(i)
+            if not mine:
+                leases.append(None)
+                continue
+            row = mine[0]
+            leases.append(Lease(
+                tenant=tenant, execution_id=execution_id, epoch=row["lease_epoch"],
+                workflow=row["workflow"], version=row["version"], last_seq=row["last_seq"],
+                processed_seq=row["processed_seq"], blocked_seq=row["blocked_seq"],
+                snapshot=Snapshot(status=row["status"], state=row["state"], data=row["data"],
+                                  seq=row["processed_seq"]),
+                pending=tuple(_event(r) for r in mine if r["seq"] is not None)))
+        return leases
 
     async def pending(self, tenant: str, execution_id: str, after: int,
                       limit: int = 100) -> list[Event]:
@@ -200,27 +210,39 @@ class ProcessingStore:
                      worker: str) -> Committed:
         """Apply one event's outcome and the new projection, fenced; returns when, and
         the log's head (so the caller needs no extra query to see whether more came)."""
-        # One statement (its own transaction): the projection update is the fence, and
-        # the processing record is only written when the fence let it through.
+        [result] = await self.commit_many([Commit(lease=lease, seq=seq, outcome=outcome,
+                                                  snapshot=snapshot)], worker)
+        if isinstance(result, LeaseLost):
+            raise result
+        return result
+
+    async def commit_many(self, commits: list[Commit],
+                          worker: str) -> list[Committed | LeaseLost]:
+        """``commit`` for many executions in one round trip and one commit
+        (``flowrt_commit_events``, sql/0008): each fenced on its own, results in order
+        (``LeaseLost`` where the fence held)."""
+        # Per execution the projection update is the fence, and the processing record
+        # is only written when the fence let it through.
         async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                "WITH x AS (UPDATE executions SET status = $5, state = $6, data = $7,"
-                " processed_seq = $3, updated_at = now() WHERE tenant_id = $1"
-                " AND execution_id = $2 AND processed_seq = $3 - 1 AND lease_epoch = $4"
-                " AND blocked_seq IS NULL RETURNING updated_at, last_seq)"
-                " UPDATE event_processing p SET status = $8, from_state = $9, to_state = $10,"
-                " actions = $11, error = $12, worker = $13, processed_at = x.updated_at,"
-                " started_at = coalesce(p.started_at, x.updated_at),"
-                " attempts = CASE WHEN p.status = 'processing' THEN p.attempts"
-                " ELSE p.attempts + 1 END"
-                " FROM x WHERE p.tenant_id = $1 AND p.execution_id = $2 AND p.seq = $3"
-                " RETURNING x.updated_at, x.last_seq",
-                lease.tenant, lease.execution_id, seq, lease.epoch, snapshot.status,
-                snapshot.state, snapshot.data, outcome.status, outcome.from_state,
-                outcome.to_state, msgspec.to_builtins(outcome.actions), outcome.error, worker)
-        if row is None:
-            raise LeaseLost(f"execution {lease.execution_id}: commit of seq {seq} was fenced")
-        return Committed(processed_at=row["updated_at"], last_seq=row["last_seq"])
+            rows = await conn.fetch(
+                "SELECT * FROM flowrt_commit_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+                " $11, $12, $13)",
+                [c.lease.tenant for c in commits], [c.lease.execution_id for c in commits],
+                [c.seq for c in commits], [c.lease.epoch for c in commits],
+                [c.snapshot.status for c in commits], [c.snapshot.state for c in commits],
+                [c.snapshot.data for c in commits], [c.outcome.status for c in commits],
+                [c.outcome.from_state for c in commits], [c.outcome.to_state for c in commits],
+                [msgspec.to_builtins(c.outcome.actions) for c in commits],
+                [c.outcome.error for c in commits], worker)
+        by_ord = {r["ord"]: r for r in rows}
+        results: list[Committed | LeaseLost] = []
+        for i, c in enumerate(commits, start=1):
+            row = by_ord.get(i)
+            results.append(
+                LeaseLost(f"execution {c.lease.execution_id}: commit of seq {c.seq} was fenced")
+                if row is None else
+                Committed(processed_at=row["processed_at"], last_seq=row["last_seq"]))
+        return results
 
     async def mark_dead(self, tenant: str, execution_id: str, reason: str,
                         min_attempts: int) -> int | None:

@@ -1,0 +1,112 @@
+"""Batched leases and commits (sql/0008, PassBatcher): a worker's concurrent jobs in one
+statement each, every execution fenced on its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from flowrt.errors import LeaseLost
+from flowrt.events import Outcome
+from flowrt.machine import Snapshot
+from flowrt.settings import Settings
+from flowrt.store import ExecutionStore, ProcessingStore
+from flowrt.store.passes import PassBatcher
+from flowrt.store.processing import Commit, Committed, Lease
+
+OK = Outcome(status="completed", from_state="pending", to_state="pending", actions=())
+
+
+async def _start(executions: ExecutionStore, tenant: str, xid: str, events: int) -> None:
+    await executions.start(tenant, workflow="order", version=None, input={},
+                           execution_id=xid, request_hash=f"h-{xid}")
+    for i in range(events):
+        await executions.append(tenant, xid, name="approve", payload={"i": i},
+                                idempotency_key=None, request_hash=f"h-{xid}-{i}")
+
+
+def _after(lease: Lease, seq: int) -> Snapshot:
+    return Snapshot(status="running", state="pending", data={"at": seq}, seq=seq)
+
+
+async def test_take_leases_in_order_with_their_events_and_none_for_no_work(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    t = settings.tenant
+    await _start(executions, t, "b", 2)
+    await _start(executions, t, "a", 0)
+    [done] = [await processing.take_lease(t, "a", "w")]
+    assert done is not None
+    await processing.commit(done, 1, OK, _after(done, 1), "w")  # a: nothing left to do
+    leases = await processing.take_leases([(t, "b"), (t, "missing"), (t, "a")], "w2")
+    b, missing, a = leases
+    assert missing is None and a is None
+    assert b is not None and (b.execution_id, b.epoch, b.processed_seq, b.last_seq) == (
+        "b", 1, 0, 3)
+    assert [e.seq for e in b.pending] == [1, 2, 3] and b.pending[1].payload == {"i": 0}
+    row = await pg.fetchrow("SELECT status, attempts, worker FROM event_processing"
+                            " WHERE execution_id = 'b' AND seq = 1")
+    assert tuple(row) == ("processing", 1, "w2")  # an attempt counted on the next event only
+    assert await pg.fetchval("SELECT count(*) FROM event_processing WHERE execution_id = 'b'"
+                             " AND attempts > 0") == 1
+
+
+async def test_commit_many_fences_each_execution_on_its_own(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    t = settings.tenant
+    for xid in ("x", "y", "z"):
+        await _start(executions, t, xid, 1)
+    x, y, z = await processing.take_leases([(t, "x"), (t, "y"), (t, "z")], "w")
+    assert x and y and z
+    await processing.take_lease(t, "y", "other")  # y's epoch moves on: our lease is stale
+    results = await processing.commit_many([
+        Commit(lease=x, seq=1, outcome=OK, snapshot=_after(x, 1)),
+        Commit(lease=y, seq=1, outcome=OK, snapshot=_after(y, 1)),
+        Commit(lease=z, seq=2, outcome=OK, snapshot=_after(z, 2)),  # out of order
+        Commit(lease=x, seq=2, outcome=OK, snapshot=_after(x, 2)),  # x's next, same batch
+    ], "w")
+    assert [type(r).__name__ for r in results] == ["Committed", "LeaseLost", "LeaseLost",
+                                                   "Committed"]
+    assert isinstance(results[3], Committed) and results[3].last_seq == 2
+    rows = dict(await pg.fetch("SELECT execution_id, processed_seq FROM executions"))
+    assert rows == {"x": 2, "y": 0, "z": 0}
+    assert await pg.fetchval("SELECT count(*) FROM event_processing"
+                             " WHERE processed_at IS NOT NULL") == 2
+
+
+async def test_concurrent_jobs_through_the_batcher_each_get_their_own_answer(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    t = settings.tenant
+    ids = [f"j{i}" for i in range(20)]
+    for xid in ids:
+        await _start(executions, t, xid, 2)
+    passes = PassBatcher(processing, "w", max_batch=8)
+    await passes.start()
+    try:
+        async def job(xid: str) -> int:
+            lease = await passes.take_lease(t, xid)
+            assert lease is not None and lease.execution_id == xid
+            for event in lease.pending:
+                committed = await passes.commit(lease, event.seq, OK, _after(lease, event.seq))
+                assert committed.last_seq == 3
+            return len(lease.pending)
+
+        done = await asyncio.gather(*(job(x) for x in ids))
+        stale = await processing.take_lease(t, "j0", "w")  # nothing left: None
+        assert stale is None
+        with pytest.raises(LeaseLost):  # a fenced commit through the batcher raises
+            await passes.commit(_lease_of(t, ids[0]), 1, OK, _after(_lease_of(t, ids[0]), 1))
+    finally:
+        await passes.close()
+    assert done == [3] * 20
+    assert await pg.fetchval("SELECT count(*) FROM executions WHERE processed_seq = 3") == 20
+
+
+def _lease_of(tenant: str, xid: str) -> Lease:
+    return Lease(tenant=tenant, execution_id=xid, epoch=1, workflow="order", version=1,
+                 last_seq=3, processed_seq=0, blocked_seq=None,
+                 snapshot=Snapshot(status="running", state=None, data={}, seq=0))
