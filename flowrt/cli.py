@@ -184,8 +184,9 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
 
 def cmd_tenants_list(args: argparse.Namespace) -> int:
     async def show(store: TenantStore) -> None:
+        tenants = await store.tenants()  # before any output: a failure prints one line only
         print("TENANT\tRATE\tBURST\tKEYS\tCREATED")
-        for t in await store.tenants():
+        for t in tenants:
             rate = "default" if t.rate_limit is None else f"{t.rate_limit:g}"
             burst = "default" if t.rate_burst is None else str(t.rate_burst)
             print(f"{t.tenant}\t{rate}\t{burst}\t{t.keys}\t{t.created_at.isoformat()}")
@@ -203,8 +204,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
     async def show(store: TenantStore) -> None:
+        keys = await store.keys(args.tenant)  # before any output, as above
         print("KEY_ID\tTENANT\tROLE\tCREATED\tREVOKED")
-        for k in await store.keys(args.tenant):
+        for k in keys:
             revoked = k.revoked_at.isoformat() if k.revoked_at else "-"
             print(f"{k.key_id}\t{k.tenant}\t{k.role}\t{k.created_at.isoformat()}\t{revoked}")
     return _with_tenants(args, show)

@@ -194,6 +194,16 @@ def _read(path: Path) -> Any:
         [("file", f"unsupported extension {suffix!r}; use .yaml, .json or .toml")], str(path))
 
 
+def _syntax(exc: Exception) -> str:
+    """A parser's error as "line L, column C: what" (TOML's message already says where)."""
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    return " ".join(str(exc).split())
+
+
 def load_definition(path: str | Path) -> Workflow:
     """Read, decode and validate a definition file (.yaml, .yml, .json or .toml)."""
     path = Path(path)
@@ -206,7 +216,7 @@ def load_definition(path: str | Path) -> Workflow:
     except OSError as exc:
         raise DefinitionError([("file", exc.strerror or str(exc))], str(path)) from None
     except (yaml.YAMLError, ValueError, tomllib.TOMLDecodeError) as exc:
-        raise DefinitionError([("syntax", " ".join(str(exc).split()))], str(path)) from None
+        raise DefinitionError([("syntax", _syntax(exc))], str(path)) from None
     try:
         return parse_definition(raw, source=str(path))
     except DefinitionError as exc:

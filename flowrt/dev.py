@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from .devservers import DevServerError, PrivatePostgres, PrivateRedis, free_port, port_is_free
-from .settings import Settings, child_environ
+from .settings import Settings, child_environ, mask_url
 from .store import Database, migrate
 from .store.tenants import TenantStore
 
@@ -178,8 +178,8 @@ def _banner(s: Settings, api: str, metrics_ports: list[int], pg: PrivatePostgres
         "",
         f"  flowrt is running: API {api}  ({workers} workers, demo workflow 'order')",
         f"  metrics:  {api}/metrics, {metrics}",
-        f"  postgres: {s.database_url}" + ("  (private)" if pg else ""),
-        f"  redis:    {s.redis_url}" + ("  (private)" if rd else ""),
+        f"  postgres: {mask_url(s.database_url)}" + ("  (private)" if pg else ""),
+        f"  redis:    {mask_url(s.redis_url)}" + ("  (private)" if rd else ""),
         "",
         f"  api key (tenant '{DEV_TENANT}', admin; shown once, a new one each run):",
         f"    export FLOWRT_KEY={key}",
@@ -194,7 +194,7 @@ def _banner(s: Settings, api: str, metrics_ports: list[int], pg: PrivatePostgres
         "         -H 'content-type: application/json' \\",
         "         -d '{\"name\": \"approve\", \"payload\": {\"amount\": 50}}'",
         f"    curl -s {api}/v1/executions/o-1 -H \"Authorization: Bearer $FLOWRT_KEY\"",
-        f"    FLOWRT_DATABASE_URL={s.database_url} .venv/bin/flowrt replay o-1"
+        f"    FLOWRT_DATABASE_URL={mask_url(s.database_url)} .venv/bin/flowrt replay o-1"
         f" --tenant {DEV_TENANT}",
         "",
         f"  Ctrl-C stops everything; data is kept in {data_dir}/ (flowrt dev --reset wipes it).",

@@ -51,9 +51,30 @@ _TOKEN = re.compile(
     r"|(?P<other>\S)")
 
 
+def _check_nesting(texts: list[str]) -> None:
+    """Refuse a macro inside another macro's arguments: nested comprehensions cost the
+    product of their lists' sizes (lists of a payload up to the body limit), and a
+    guard runs in the worker's loop. Chained macros (``a.map(..).all(..)``) are fine."""
+    depth = 0
+    opened: list[int] = []  # the paren depth of each macro whose arguments we are in
+    for i, text in enumerate(texts):
+        if text == "(":
+            depth += 1
+            if i >= 2 and texts[i - 1] in _MACROS and texts[i - 2] == ".":
+                if opened:
+                    raise GuardNotAllowed(f"{texts[i - 1]!r} inside another macro's"
+                                          " arguments: nested comprehensions are not allowed")
+                opened.append(depth)
+        elif text == ")":
+            if opened and opened[-1] == depth:
+                opened.pop()
+            depth -= 1
+
+
 def _check_names(source: str) -> None:
     tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(source)]
     texts = [text for _, text in tokens]
+    _check_nesting(texts)
     # the variables macros bind: the name right after ".all(", ".map(", ...
     bound = {texts[i + 2] for i in range(1, len(tokens) - 2)
              if texts[i] in _MACROS and texts[i - 1] == "." and texts[i + 1] == "("

@@ -15,10 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import SettingsError
 
-__all__ = ["SETTINGS", "Settings", "child_environ", "env_given", "load_settings"]
+__all__ = ["SETTINGS", "Settings", "child_environ", "env_given", "load_settings", "mask_url"]
 
 
-def _mask(url: str) -> str:
+def mask_url(url: str) -> str:
+    """``url`` with its password, if any, as ``***``: for anything printed or logged."""
     parts = urlsplit(url)
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
@@ -74,8 +75,8 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
-        return (f"Settings(database_url={_mask(self.database_url)!r}, "
-                f"redis_url={_mask(self.redis_url)!r}, {shown})")
+        return (f"Settings(database_url={mask_url(self.database_url)!r}, "
+                f"redis_url={mask_url(self.redis_url)!r}, {shown})")
 
     def with_overrides(self, **values: Any) -> Settings:
         """Apply CLI flags (``None`` means not given); values are validated like env."""
@@ -167,9 +168,9 @@ def _validated(s: Settings) -> Settings:
         if f.name in _CHOICES and value not in _CHOICES[f.name]:
             raise SettingsError(f"{var}={value!r}: expected one of {', '.join(_CHOICES[f.name])}")
     if not s.database_url.startswith(("postgresql://", "postgres://")):
-        raise SettingsError(f"FLOWRT_DATABASE_URL={_mask(s.database_url)!r}: expected postgresql://")
+        raise SettingsError(f"FLOWRT_DATABASE_URL={mask_url(s.database_url)!r}: expected postgresql://")
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"FLOWRT_REDIS_URL={_mask(s.redis_url)!r}: expected redis://")
+        raise SettingsError(f"FLOWRT_REDIS_URL={mask_url(s.redis_url)!r}: expected redis://")
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", s.redis_prefix):
         raise SettingsError(f"FLOWRT_REDIS_PREFIX={s.redis_prefix!r}: use letters, digits, _.:-")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", s.tenant):

@@ -284,7 +284,10 @@ BAD_DEFINITIONS = [
      ["version (line 2, column 1): Expected `int`, got `str`"]),
     ("typed.json", '{"name": "x", "version": "one", "initial": "a", "states": {}}',
      ["version: Expected `int`, got `str`"]),  # JSON has no positions to give
-    ("syntax.yaml", "name: x\nversion: [1\n", ["syntax: "]),
+    ("syntax.yaml", "name: x\nversion: [1\n",
+     ["syntax: line 3, column 1: expected ',' or ']', but got '<stream end>'"]),
+    ("syntax.json", '{"name": "x",\n "version": }', ["syntax: line 2, column 13: Expecting value"]),
+    ("syntax.toml", 'name = "x"\nversion = \n', ["syntax: Invalid value (at line 2, column 11)"]),
     ("def.txt", "name: x\n", ["file: unsupported extension '.txt'"]),
 ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import asyncpg
 import pytest
 
 from flowrt.settings import Settings
@@ -38,6 +39,12 @@ async def test_tenants_and_keys_lifecycle(settings: Settings) -> None:
     [row] = _table(listed.stdout)
     assert row[:3] == [key_id, "acme", "reader"] and row[4] == "-"
     assert key[17:] not in listed.stdout  # the secret is never shown again
+    conn = await asyncpg.connect(settings.database_url)
+    try:  # and never stored: the row holds a digest only
+        stored = await conn.fetchval("SELECT row_to_json(k)::text FROM api_keys k")
+    finally:
+        await conn.close()
+    assert key_id in stored and key not in stored and key[17:] not in stored
     tenants = flowrt("tenants", "list", env=env)
     assert [t[:4] for t in _table(tenants.stdout)] == [["acme", "50", "100", "1"]]
 
@@ -90,11 +97,18 @@ def test_usage_errors_exit_2(argv: list[str], usage: str) -> None:
 
 
 def test_keys_commands_with_postgres_unreachable_are_one_line() -> None:
+    env = offline_env()
+    # a password in the URL is never printed
+    env["FLOWRT_DATABASE_URL"] = env["FLOWRT_DATABASE_URL"].replace(
+        "flowrt@", "flowrt:s3cret-pw@")
     for argv in (["tenants", "list"], ["keys", "list"],
-                 ["keys", "create", "--tenant", "acme"]):
-        r = flowrt(*argv, env=offline_env())
-        assert r.returncode == 1
+                 ["keys", "create", "--tenant", "acme"], ["keys", "revoke", "abc"],
+                 ["tenants", "create", "acme"]):
+        r = flowrt(*argv, env=env)
+        assert r.returncode == 1, argv
         assert "PostgreSQL unavailable" in one_error_line(r)
+        assert r.stdout == "", argv  # no table header before the failure
+        assert "s3cret-pw" not in r.stderr + r.stdout
 
 
 async def test_replay_of_another_tenants_execution_is_not_found(settings: Settings) -> None:
