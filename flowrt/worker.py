@@ -32,6 +32,7 @@ from redis import exceptions as rexc
 from .actions import RetryPolicy
 from .app import App
 from .bus import Bus, Delivery, Keys, Lock
+from .bus.batcher import LockBatcher
 from .engine import Engine
 from .errors import ActionMissing, LeaseLost, Unavailable
 from .events import Hint
@@ -93,6 +94,7 @@ class Worker:
         self._health = HealthStore(self._db)
         self._thresholds = Thresholds.for_settings(settings)
         self._passes = PassBatcher(self._store, self.name)
+        self._locks = LockBatcher(self._bus)
         self._engine = Engine(
             app, self._definitions, self._store, self._passes, self.metrics, worker=self.name,
             default_retry=RetryPolicy(attempts=settings.retry_attempts,
@@ -119,6 +121,7 @@ class Worker:
         await self._db.start()
         await self._bus.start()
         await self._passes.start()
+        await self._locks.start()
         try:
             await self._prepare()
             if self.settings.metrics_port:
@@ -163,6 +166,7 @@ class Worker:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
+        await self._locks.close()
         await self._passes.close()
         await self._bus.close()
         await self._db.close()
@@ -343,7 +347,7 @@ class Worker:
         """
         woken = True  # if the script failed, look anyway
         try:
-            _released, woken = await self._bus.finish(lock, covered)
+            _released, woken = await self._locks.finish(lock, covered)
         except Exception as exc:  # the lock expires by itself; hints stay pending
             _log.warning("ack and release failed", execution_id=hint.execution_id,
                          error=str(exc))
@@ -363,7 +367,7 @@ class Worker:
         deadline = started + wait
         pause = 0.005
         while True:
-            if await lock.acquire():
+            if await self._locks.acquire(lock):
                 self.metrics.lock_wait_seconds.observe(time.monotonic() - started)
                 return True
             if time.monotonic() >= deadline or self._stopping.is_set():

@@ -7,15 +7,18 @@ exception its batch raised.
   hint to reach Redis (or fail) before its 202, so nothing about the outbox changes.
 - ``TokenBatcher``: the rate-limit tokens of concurrent requests, in one script run
   (``rate.lua`` takes a batch: requests of one tenant share one bucket update).
+- ``LockBatcher``: a worker's concurrent jobs taking their execution locks, and
+  acking their hints with the lock's release (``finish.lua``), each in one pipeline.
 """
 
 from __future__ import annotations
 
 from ..batching import Batcher
 from ..events import Hint
+from .lock import Lock
 from .stream import Bus
 
-__all__ = ["HintBatcher", "TokenBatcher"]
+__all__ = ["HintBatcher", "LockBatcher", "TokenBatcher"]
 
 
 class HintBatcher(Batcher[Hint, None]):
@@ -54,3 +57,36 @@ class TokenBatcher(Batcher[Bucket, float]):
         """Take one request from ``tenant``'s bucket: 0.0 if allowed, else the seconds
         until a token would be there."""
         return await self.submit((tenant, rate, burst))
+
+
+class LockBatcher:
+    """Owned by the worker: ``start`` and ``close``."""
+
+    def __init__(self, bus: Bus, *, max_batch: int = 64, in_flight: int = 2) -> None:
+        async def acquire(locks: list[Lock]) -> list[bool | BaseException]:
+            return list(await bus.acquire_many(locks))
+
+        async def finish(items: list[tuple[Lock, list[str]]]
+                         ) -> list[tuple[bool, bool] | BaseException]:
+            return list(await bus.finish_many(items))
+
+        self._acquires = Batcher(acquire, name="lock-batcher", max_batch=max_batch,
+                                 in_flight=in_flight)
+        self._finishes = Batcher(finish, name="finish-batcher", max_batch=max_batch,
+                                 in_flight=in_flight)
+
+    async def start(self) -> None:
+        await self._acquires.start()
+        await self._finishes.start()
+
+    async def close(self) -> None:
+        await self._finishes.close()
+        await self._acquires.close()
+
+    async def acquire(self, lock: Lock) -> bool:
+        """``Lock.acquire``, batched with the worker's other jobs."""
+        return await self._acquires.submit(lock)
+
+    async def finish(self, lock: Lock, message_ids: list[str]) -> tuple[bool, bool]:
+        """``Bus.finish``, batched: (released, woken)."""
+        return await self._finishes.submit((lock, message_ids))

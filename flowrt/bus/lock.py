@@ -21,7 +21,7 @@ class Lock:
         self._client = client
         self.key = key
         self.wake = wake  # the flag a worker that finds the lock held raises
-        self._ttl_ms = max(1, int(ttl * 1000))
+        self.ttl_ms = max(1, int(ttl * 1000))
         self.token = secrets.token_hex(16)
         self._acquire = acquire
         self._extend = extend
@@ -30,11 +30,11 @@ class Lock:
     async def acquire(self) -> bool:
         async with unavailable():
             return bool(await self._acquire(keys=[self.key, self.wake],
-                                            args=[self.token, self._ttl_ms]))
+                                            args=[self.token, self.ttl_ms]))
 
     async def extend(self) -> bool:
         async with unavailable():
-            return bool(await self._extend(keys=[self.key], args=[self.token, self._ttl_ms]))
+            return bool(await self._extend(keys=[self.key], args=[self.token, self.ttl_ms]))
 
     async def release(self) -> bool:
         async with unavailable():

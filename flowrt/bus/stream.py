@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.typing import StreamIdT
 
 from ..events import Hint
@@ -193,6 +194,41 @@ class Bus:
                 keys=[self.keys.stream, lock.key, lock.wake],
                 args=[GROUP, lock.token, *message_ids])
         return bool(released), bool(woken)
+
+    async def acquire_many(self, locks: list[Lock]) -> list[bool]:
+        """``Lock.acquire`` for many locks in one round trip (a pipeline of the script)."""
+        if len(locks) == 1:
+            return [await locks[0].acquire()]
+        replies = await self._scripts(self._acquire, [
+            ([lock.key, lock.wake], [lock.token, lock.ttl_ms]) for lock in locks])
+        return [bool(r) for r in replies]
+
+    async def finish_many(self, items: list[tuple[Lock, list[str]]]) -> list[tuple[bool, bool]]:
+        """``finish`` for many locks and their hints in one round trip."""
+        if len(items) == 1:
+            return [await self.finish(*items[0])]
+        replies = await self._scripts(self._finish, [
+            ([self.keys.stream, lock.key, lock.wake], [GROUP, lock.token, *ids])
+            for lock, ids in items])
+        return [(bool(released), bool(woken)) for released, woken in replies]
+
+    async def _scripts(self, script: AsyncScript,
+                       calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """One script, many calls, one pipeline. EVALSHA only: redis-py would ask SCRIPT
+        EXISTS first on every pipeline (a second round trip); a Redis that lost the
+        script (restarted) answers NOSCRIPT, and then it is loaded and sent again."""
+        async with unavailable():
+            for attempt in (1, 2):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    try:
+                        return list(await pipe.execute())
+                    except rexc.NoScriptError:
+                        if attempt == 2:
+                            raise
+                await self.client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     async def reclaim(self, consumer: str, min_idle_ms: int,
                       page: int = 100) -> tuple[list[Delivery], list[str]]:
