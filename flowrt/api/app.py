@@ -15,7 +15,7 @@ from ..errors import FlowrtError
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import Database, ExecutionStore, Outbox, PublishedMarks
-from ..store.appends import AppendBatcher
+from ..store.appends import AppendBatcher, StartBatcher
 from ..store.tenants import TenantStore
 from .auth import Authenticator
 from .limits import RateLimiter
@@ -42,18 +42,20 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         bus = Bus(settings.redis_url, Keys(settings.redis_prefix), timeout=settings.redis_timeout)
         executions = ExecutionStore(db)
         appends = AppendBatcher(executions)
+        starts = StartBatcher(executions)
         published = PublishedMarks(Outbox(db))
         hints = HintBatcher(bus)
         tokens = TokenBatcher(bus)
         await db.start()
         await bus.start()
         await appends.start()
+        await starts.start()
         await published.start()
         await hints.start()
         await tokens.start()
         metrics = Metrics(registry or CollectorRegistry())
         app.state.flowrt = ApiState(settings=settings, db=db, bus=bus, hints=hints,
-                                    executions=executions, appends=appends,
+                                    executions=executions, appends=appends, starts=starts,
                                     published=published,
                                     metrics=metrics,
                                     auth=Authenticator(settings, TenantStore(db), metrics),
@@ -64,6 +66,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             await tokens.close()
             await hints.close()
             await published.close()
+            await starts.close()
             await appends.close()
             await bus.close()
             await db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,11 +16,12 @@ from starlette.responses import PlainTextResponse, Response
 from ..apikeys import Principal, Role
 from ..errors import Unavailable
 from ..events import EXECUTION_STATUSES, Hint, is_reserved
-from ..store.executions import Appended, AppendRequest
+from ..store.executions import Appended, AppendRequest, StartRequest
 from .body import read_json
 from .openapi import openapi
 from .problems import Problem
-from .schemas import EVENT_NAME, EXECUTION_ID, Accepted, EventRequest, StartRequest, request_hash
+from .schemas import EVENT_NAME, EXECUTION_ID, Accepted, EventRequest, request_hash
+from .schemas import StartRequest as StartBody
 from .state import ApiState
 
 __all__ = ["ROUTES"]
@@ -71,12 +73,13 @@ async def _accepted(state: ApiState, who: Principal, appended: Appended) -> Resp
 
 async def start_execution(request: Request, who: Principal) -> Response:
     state = _state(request)
-    body = await read_json(request, StartRequest, state.settings)
+    body = await read_json(request, StartBody, state.settings)
     if body.execution_id is not None:
         _execution_id(body.execution_id)
-    appended = await state.executions.start(
-        who.tenant, workflow=body.workflow, version=body.version, input=body.input,
-        execution_id=body.execution_id, request_hash=request_hash(body))
+    appended = await state.starts.start_execution(StartRequest(
+        tenant=who.tenant, execution_id=body.execution_id or str(uuid.uuid4()),
+        workflow=body.workflow, version=body.version, input=body.input,
+        request_hash=request_hash(body)))
     return await _accepted(state, who, appended)
 
 

@@ -10,7 +10,7 @@ from ..bus.batcher import HintBatcher
 from ..metrics import Metrics
 from ..settings import Settings
 from ..store import Database, ExecutionStore, PublishedMarks
-from ..store.appends import AppendBatcher
+from ..store.appends import AppendBatcher, StartBatcher
 from .auth import Authenticator
 from .limits import RateLimiter
 
@@ -25,6 +25,7 @@ class ApiState:
     hints: HintBatcher  # publishes the hints of concurrent requests together
     executions: ExecutionStore
     appends: AppendBatcher  # appends the events of concurrent requests together
+    starts: StartBatcher  # and starts their executions together
     published: PublishedMarks
     metrics: Metrics
     auth: Authenticator

@@ -22,7 +22,7 @@ from ..events import STARTED, ActionRecord
 from .db import Database
 
 __all__ = ["AppendRequest", "Appended", "EventView", "ExecutionPage", "ExecutionStore",
-           "ExecutionView"]
+           "ExecutionView", "StartRequest"]
 
 
 class Appended(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +95,31 @@ class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
     request_hash: str
 
 
+class StartRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One execution to start (the tenant from the caller's key; the id chosen)."""
+
+    tenant: str
+    execution_id: str
+    workflow: str
+    version: int | None
+    input: dict[str, Any]
+    request_hash: str
+
+
+def _started(request: StartRequest, row: asyncpg.Record) -> Appended | FlowrtError:
+    """A start's outcome (sql/0004) as its accepted started event, or the error."""
+    outcome, workflow = row["outcome"], request.workflow
+    if outcome == "no_workflow":
+        return NotFound(f"workflow {workflow!r} is not registered")
+    if outcome == "no_version":
+        return NotFound(f"workflow {workflow!r} version {request.version} is not registered")
+    if outcome == "conflict":
+        return Conflict(f"execution {request.execution_id!r} already exists with another"
+                        " request")
+    return Appended(execution_id=request.execution_id, event_id=row["event_id"], seq=1,
+                    workflow=row["workflow"], created=outcome == "started")
+
+
 def _appended(request: AppendRequest, row: asyncpg.Record) -> Appended | FlowrtError:
     """An append's outcome (sql/0002) as the accepted event, or the error to answer."""
     outcome = row["outcome"]
@@ -151,22 +176,34 @@ class ExecutionStore:
         One round trip: ``flowrt_start_execution`` (sql/0004). The same execution id
         with the same request returns the first start; with another, ``Conflict``.
         """
-        execution_id = execution_id or str(uuid.uuid4())
+        request = StartRequest(tenant=tenant, execution_id=execution_id or str(uuid.uuid4()),
+                               workflow=workflow, version=version, input=input,
+                               request_hash=request_hash)
         async with self._db.connection() as conn:
             row = await conn.fetchrow(
                 "SELECT outcome, event_id::text AS event_id, workflow"
                 " FROM flowrt_start_execution($1, $2, $3, $4, $5, $6, $7, $8)",
-                tenant, execution_id, str(uuid.uuid4()), workflow, version, STARTED,
+                tenant, request.execution_id, str(uuid.uuid4()), workflow, version, STARTED,
                 {"input": input}, request_hash)
-        outcome = row["outcome"]
-        if outcome == "no_workflow":
-            raise NotFound(f"workflow {workflow!r} is not registered")
-        if outcome == "no_version":
-            raise NotFound(f"workflow {workflow!r} version {version} is not registered")
-        if outcome == "conflict":
-            raise Conflict(f"execution {execution_id!r} already exists with another request")
-        return Appended(execution_id=execution_id, event_id=row["event_id"], seq=1,
-                        workflow=row["workflow"], created=outcome == "started")
+        result = _started(request, row)
+        if isinstance(result, FlowrtError):
+            raise result
+        return result
+
+    async def start_many(self, requests: list[StartRequest]) -> list[Appended | FlowrtError]:
+        """Start many executions in one statement and one commit
+        (``flowrt_start_executions``, sql/0009): each with the single start's rules and
+        its own outcome, in order. An error the statement raises fails them all."""
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT ord, outcome, event_id::text AS event_id, workflow"
+                " FROM flowrt_start_executions($1, $2, $3, $4, $5, $6, $7, $8)",
+                [r.tenant for r in requests], [r.execution_id for r in requests],
+                [str(uuid.uuid4()) for _ in requests], [r.workflow for r in requests],
+                [r.version for r in requests], STARTED,
+                [{"input": r.input} for r in requests], [r.request_hash for r in requests])
+        by_ord = {row["ord"]: row for row in rows}
+        return [_started(r, by_ord[i]) for i, r in enumerate(requests, start=1)]
 
     async def append(self, tenant: str, execution_id: str, *, name: str, payload: dict[str, Any],
                      idempotency_key: str | None, request_hash: str) -> Appended:

@@ -1,5 +1,6 @@
-"""Batched appends (sql/0007, AppendBatcher): concurrent requests' events in one
-statement, each with the single append's rules and its own outcome."""
+"""Batched appends and starts (sql/0007 and 0009, AppendBatcher, StartBatcher): concurrent
+requests' events in one statement, each with the single statement's rules and its own
+outcome."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from flowrt.errors import ExecutionFinished, IdempotencyMismatch, NotFound, StoreUnavailable
+from flowrt.errors import (
+    Conflict,
+    ExecutionFinished,
+    IdempotencyMismatch,
+    NotFound,
+    StoreUnavailable,
+)
 from flowrt.settings import Settings
 from flowrt.store import Database, ExecutionStore
-from flowrt.store.appends import AppendBatcher
-from flowrt.store.executions import Appended, AppendRequest
+from flowrt.store.appends import AppendBatcher, StartBatcher
+from flowrt.store.executions import Appended, AppendRequest, StartRequest
 
 from .conftest import closed_port
 
@@ -97,7 +104,7 @@ async def test_an_event_postgresql_refuses_fails_alone(
                 batcher.append(_req(t, "x")), return_exceptions=True)
     finally:
         await batcher.close()
-    assert [e["event"] for e in logs] == ["batched append failed; appending one by one"]
+    assert [e["event"] for e in logs] == ["batched append failed; one by one"]
     assert [type(r).__name__ for r in results].count("Appended") == 3
     assert isinstance(results[1], asyncpg.PostgresError)
     assert await pg.fetchval("SELECT last_seq FROM executions WHERE execution_id = 'x'") == 4
@@ -113,3 +120,44 @@ async def test_postgresql_down_fails_the_batch_unavailable() -> None:
         finally:
             await batcher.close()
     assert all(isinstance(r, StoreUnavailable) for r in results)
+
+
+def _start_req(tenant: str, xid: str, workflow: str = "order", request_hash: str = "s",
+               version: int | None = None) -> StartRequest:
+    return StartRequest(tenant=tenant, execution_id=xid, workflow=workflow, version=version,
+                        input={"sku": xid}, request_hash=request_hash)
+
+
+async def test_start_many_gives_each_start_its_own_outcome(
+        settings: Settings, executions: ExecutionStore, pg: asyncpg.Connection) -> None:
+    t = settings.tenant
+    results = await executions.start_many([
+        _start_req(t, "b"), _start_req(t, "a"), _start_req(t, "b"),
+        _start_req(t, "b", request_hash="other"), _start_req(t, "c", workflow="nope"),
+        _start_req(t, "d", version=9)])
+    b, a, again, conflict, no_workflow, no_version = results
+    assert isinstance(b, Appended) and (b.execution_id, b.seq, b.created) == ("b", 1, True)
+    assert isinstance(a, Appended) and a.created
+    assert isinstance(again, Appended) and (again.event_id, again.created) == (b.event_id, False)
+    assert isinstance(conflict, Conflict)
+    assert isinstance(no_workflow, NotFound) and isinstance(no_version, NotFound)
+    rows = await pg.fetch("SELECT execution_id, payload FROM events ORDER BY execution_id")
+    assert [(r["execution_id"], json.loads(r["payload"])) for r in rows] == [
+        ("a", {"input": {"sku": "a"}}), ("b", {"input": {"sku": "b"}})]
+
+
+async def test_concurrent_starts_through_the_batcher(
+        settings: Settings, executions: ExecutionStore, pg: asyncpg.Connection) -> None:
+    t = settings.tenant
+    batcher = StartBatcher(executions, max_batch=8)
+    await batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.start_execution(_start_req(t, f"s{i % 30}"))
+                                         for i in range(60)))  # each id twice
+        with pytest.raises(Conflict):
+            await batcher.start_execution(_start_req(t, "s0", request_hash="another"))
+    finally:
+        await batcher.close()
+    assert sum(r.created for r in results) == 30
+    assert all(r.event_id == results[i % 30].event_id for i, r in enumerate(results))
+    assert await pg.fetchval("SELECT count(*) FROM executions") == 30
