@@ -6,6 +6,10 @@
 -- its event_processing rows: the same order as the API's batched appends (0007) and
 -- the published marks, so concurrent batches never wait on each other in a cycle.
 
+-- An event a worker leases or commits has reached a worker: both mark it published
+-- in the same row update, so the API's published mark, usually later, finds nothing
+-- to write (one row version less per event) and the relay never resends it.
+
 -- Bump each execution's epoch (fencing every older holder), count an attempt on its
 -- next unprocessed event, and return the projection with up to p_batch events after
 -- it. An execution with nothing to do (all processed, blocked, unknown) returns no
@@ -30,7 +34,8 @@ BEGIN
                 RETURNING lease_epoch, workflow, version, last_seq, processed_seq,
                           blocked_seq, status, state, data),
              p AS (UPDATE event_processing p SET attempts = p.attempts + 1,
-                          status = 'processing', worker = p_worker, started_at = now()
+                          status = 'processing', worker = p_worker, started_at = now(),
+                          published = true
                      FROM x
                     WHERE p.tenant_id = r.t AND p.execution_id = r.x
                       AND p.seq = x.processed_seq + 1)
@@ -71,6 +76,7 @@ BEGIN
                 RETURNING updated_at, last_seq),
              p AS (UPDATE event_processing p SET status = r.ps, from_state = r.fr,
                           to_state = r.tt, actions = r.ac, error = r.er, worker = p_worker,
+                          published = true,
                           processed_at = x.updated_at,
                           started_at = coalesce(p.started_at, x.updated_at),
                           attempts = CASE WHEN p.status = 'processing' THEN p.attempts

@@ -1,8 +1,10 @@
 """The log as the transactional outbox: which events' hints have reached Redis.
 
 Every event is written with ``published = false``. The API clears the flag after
-publishing its hint, in batches (``PublishedMarks``); the workers' relay republishes
-what is still unpublished after a grace period. A mark that is lost (a crash, an
+publishing its hint, in batches (``PublishedMarks``), and a worker that leases or
+commits the event clears it too (it reached a worker), usually first, which leaves
+the API's mark nothing to write; the workers' relay republishes what is still
+unpublished after a grace period. A mark that is lost (a crash, an
 outage) only costs a duplicate hint, which workers ack without doing anything.
 """
 

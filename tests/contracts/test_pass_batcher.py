@@ -12,7 +12,7 @@ from flowrt.errors import LeaseLost
 from flowrt.events import Outcome
 from flowrt.machine import Snapshot
 from flowrt.settings import Settings
-from flowrt.store import ExecutionStore, ProcessingStore
+from flowrt.store import Database, ExecutionStore, Outbox, ProcessingStore
 from flowrt.store.passes import PassBatcher
 from flowrt.store.processing import Commit, Committed, Lease
 
@@ -110,3 +110,22 @@ def _lease_of(tenant: str, xid: str) -> Lease:
     return Lease(tenant=tenant, execution_id=xid, epoch=1, workflow="order", version=1,
                  last_seq=3, processed_seq=0, blocked_seq=None,
                  snapshot=Snapshot(status="running", state=None, data={}, seq=0))
+
+
+async def test_a_leased_or_committed_event_is_marked_published(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        demo_db: Database, pg: asyncpg.Connection) -> None:
+    """It reached a worker: the relay must not resend it, and the API's own mark (usually
+    later) finds nothing left to write."""
+    t = settings.tenant
+    await _start(executions, t, "x", 2)  # seqs 1-3, all unpublished
+    [lease] = await processing.take_leases([(t, "x")], "w")
+    assert lease is not None
+    published = "SELECT seq FROM event_processing WHERE published ORDER BY seq"
+    assert [r["seq"] for r in await pg.fetch(published)] == [1]  # the one it started on
+    await processing.commit_many([Commit(lease=lease, seq=1, outcome=OK,
+                                         snapshot=_after(lease, 1)),
+                                  Commit(lease=lease, seq=2, outcome=OK,
+                                         snapshot=_after(lease, 2))], "w")
+    assert [r["seq"] for r in await pg.fetch(published)] == [1, 2]
+    assert [h.seq for h in await Outbox(demo_db).unpublished(-1, 10)] == [3]

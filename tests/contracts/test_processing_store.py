@@ -119,7 +119,7 @@ async def test_commit_applies_projection_and_processing_record(
     assert x["updated_at"] == processed_at and x["updated_at"] > before["updated_at"]
     p = await _processing(pg, "x1", 1)
     assert p == {
-        "status": "completed", "published": False, "attempts": 1, "worker": "w1",
+        "status": "completed", "published": True, "attempts": 1, "worker": "w1",
         "from_state": None, "to_state": "pending",
         "actions": [{"name": "notify", "ok": True, "result": {"n": 1}}], "error": None,
         "started_at": p["started_at"], "processed_at": processed_at,
