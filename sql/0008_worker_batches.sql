@@ -12,7 +12,12 @@
 
 -- Bump each execution's epoch (fencing every older holder), count an attempt on its
 -- next unprocessed event, and return the projection with up to p_batch events after
--- it. An execution with nothing to do (all processed, blocked, unknown) returns no
+-- it. Committed without waiting for the WAL flush (synchronous_commit off for this
+-- transaction only): the pass's fenced commit, which is synchronous, flushes the WAL
+-- up to itself and so this lease with it, and no outcome depends on a lease alone.
+-- Only a PostgreSQL crash in between can lose a lease: then its attempt count is
+-- forgotten (the crash was not the event's fault) and its epoch taken again, and
+-- processed_seq = seq - 1 still lets exactly one commit of each event apply. An execution with nothing to do (all processed, blocked, unknown) returns no
 -- row and writes nothing.
 CREATE FUNCTION flowrt_take_leases(
     p_tenant text[], p_execution text[], p_worker text, p_batch integer)
@@ -25,6 +30,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
     FOR r IN SELECT * FROM unnest(p_tenant, p_execution) WITH ORDINALITY AS a(t, x, i)
              ORDER BY a.t, a.x, a.i LOOP
         RETURN QUERY
