@@ -129,3 +129,22 @@ async def test_a_leased_or_committed_event_is_marked_published(
                                          snapshot=_after(lease, 2))], "w")
     assert [r["seq"] for r in await pg.fetch(published)] == [1, 2]
     assert [h.seq for h in await Outbox(demo_db).unpublished(-1, 10)] == [3]
+
+
+async def test_the_lease_skips_its_wal_flush_for_itself_only(
+        settings: Settings, executions: ExecutionStore) -> None:
+    """synchronous_commit is off for the lease's own transaction, and back on after it
+    for whatever the pooled connection runs next (the commits)."""
+    await _start(executions, settings.tenant, "x", 0)
+    async with Database(settings.database_url, max_size=1) as one:  # one connection
+        store = ProcessingStore(one)
+        [lease] = await store.take_leases([(settings.tenant, "x")], "w")
+        assert lease is not None
+        async with one.connection() as conn:
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
+            in_lease = await conn.fetchval(
+                "SELECT current_setting('synchronous_commit') FROM"
+                " (SELECT * FROM flowrt_take_leases(ARRAY[$1], ARRAY['none'], 'w', 1)) l"
+                " RIGHT JOIN (SELECT 1) one ON true", settings.tenant)
+            assert in_lease == "off"
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
