@@ -217,18 +217,18 @@ class Bus:
         """One script, many calls, one pipeline. EVALSHA only: redis-py would ask SCRIPT
         EXISTS first on every pipeline (a second round trip); a Redis that lost the
         script (restarted) answers NOSCRIPT, and then it is loaded and sent again."""
+        async def send() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                return list(await pipe.execute())
+
         async with unavailable():
-            for attempt in (1, 2):
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    try:
-                        return list(await pipe.execute())
-                    except rexc.NoScriptError:
-                        if attempt == 2:
-                            raise
+            try:
+                return await send()
+            except rexc.NoScriptError:
                 await self.client.script_load(script.script)
-        raise AssertionError("unreachable")
+                return await send()
 
     async def reclaim(self, consumer: str, min_idle_ms: int,
                       page: int = 100) -> tuple[list[Delivery], list[str]]:

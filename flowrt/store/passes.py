@@ -39,7 +39,7 @@ class PassBatcher:
                 return list(await store.take_leases(items, worker))
             except _RETRY_ALONE as exc:
                 _log.warning("batched lease rolled back; leasing one by one", error=str(exc))
-                return [await store.take_lease(t, x, worker) for t, x in items]
+                return [r for item in items for r in await store.take_leases([item], worker)]
 
         async def commits(items: list[Commit]) -> list[Committed | BaseException]:
             try:
