@@ -60,9 +60,14 @@ def _configure_logs(s: Settings, prefix: str | None = None) -> None:
     configure_logging(s.log_level, s.log_format, prefix)
 
 
-def _run(coro: Coroutine[Any, Any, int]) -> int:
-    """Run a long-lived process's main coroutine, on uvloop where it is installed
-    (docs/decisions/0004: fewer CPU cycles per socket operation, flowrt's hot path)."""
+def _run(coro: Coroutine[Any, Any, int], gc_threshold: int = 0) -> int:
+    """Run a process's main coroutine, on uvloop where it is installed
+    (docs/decisions/0004: fewer CPU cycles per socket operation, flowrt's hot path).
+    A long-lived one gives ``gc_threshold``: its cycle collector is tuned
+    (flowrt/gctune.py) once start-up has imported everything."""
+    from .gctune import tune
+
+    tune(gc_threshold)
     try:
         import uvloop
     except ImportError:  # not on Windows
@@ -87,7 +92,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     s = _settings(args)
     _configure_logs(s, "api")
-    return _run(_api(s))
+    return _run(_api(s), s.gc_threshold)
 
 
 async def _api(s: Settings) -> int:
@@ -125,7 +130,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     s = _settings(args)
     app = _load_app(args.app)
     _configure_logs(s, "worker")
-    return _run(_worker(s, app))
+    return _run(_worker(s, app), s.gc_threshold)
 
 
 async def _worker(s: Settings, app: App) -> int:

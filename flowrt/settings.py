@@ -69,6 +69,8 @@ class Settings:
     db_timeout: float = 5.0
     redis_timeout: float = 5.0
     publish_timeout: float = 0.5
+    # process
+    gc_threshold: int = 50_000
     # logs
     log_level: str = "info"
     log_format: str = "auto"
@@ -124,6 +126,8 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "redis_timeout": ("FLOWRT_REDIS_TIMEOUT", "Redis socket timeout"),
     "publish_timeout": ("FLOWRT_PUBLISH_TIMEOUT",
                         "API's bound on publishing a hint; past it the relay sends it"),
+    "gc_threshold": ("FLOWRT_GC_THRESHOLD",
+                     "API and worker: allocations between cycle collections (0: Python's)"),
     "log_level": ("FLOWRT_LOG_LEVEL", "debug, info, warning or error"),
     "log_format": ("FLOWRT_LOG_FORMAT", "auto (JSON unless a TTY), json or console"),
 }

@@ -1,0 +1,26 @@
+"""The cycle collector of a long-running flowrt process (the API, a worker).
+
+CPython runs a young collection every 700 net allocations, and every so often a full
+one that walks every object the process holds. Under load the API and the workers
+allocate fast, so full collections came often and each walked everything start-up
+made (modules, the app's definitions, the pools): a pause of tens of milliseconds,
+the 202's p99 (docs/performance.md). ``tune`` moves what exists at start into the
+permanent generation (``gc.freeze``: never walked again) and raises the young
+threshold, so collections are rarer and each walks only what requests made since.
+"""
+
+from __future__ import annotations
+
+import gc
+
+__all__ = ["tune"]
+
+
+def tune(threshold: int) -> None:
+    """Freeze what start-up made and collect every ``threshold`` net allocations;
+    0 leaves CPython's collector as it is."""
+    if threshold <= 0:
+        return
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(threshold, middle, old)
