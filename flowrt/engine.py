@@ -34,10 +34,13 @@ _log = structlog.get_logger("flowrt.engine")
 
 
 class Passes(Protocol):
-    """Where a pass takes its lease and commits each outcome, fenced (the worker's
-    ``PassBatcher``: its concurrent jobs' statements go together)."""
+    """Where a pass takes its lease, counts an attempt on each later event, and
+    commits each outcome, fenced (the worker's ``PassBatcher``: its concurrent jobs'
+    statements go together)."""
 
     async def take_lease(self, tenant: str, execution_id: str) -> Lease | None: ...
+
+    async def mark_processing(self, lease: Lease, seq: int) -> int: ...
 
     async def commit(self, lease: Lease, seq: int, outcome: Outcome,
                      snapshot: Snapshot) -> Committed: ...
@@ -111,7 +114,7 @@ class Engine:
                     raise ActionMissing(f"{workflow.name} v{workflow.version} names actions"
                                         f" this worker's app does not register: {missing}")
                 if event.seq != lease.processed_seq + 1:  # the lease marked the first
-                    await self._store.mark_processing(lease, event.seq, self._worker)
+                    await self._passes.mark_processing(lease, event.seq)
                 records = await self._run_actions(lease, workflow, snapshot, event, decision)
             after, outcome = apply(workflow, snapshot, event, decision, records)
             committed = await self._passes.commit(lease, event.seq, outcome, after)

@@ -1,5 +1,5 @@
-"""Batched leases and commits (sql/0008, PassBatcher): a worker's concurrent jobs in one
-statement each, every execution fenced on its own."""
+"""Batched leases, attempt marks and commits (sql/0008 and 0010, PassBatcher): a
+worker's concurrent jobs in one statement each, every execution fenced on its own."""
 
 from __future__ import annotations
 
@@ -91,6 +91,8 @@ async def test_concurrent_jobs_through_the_batcher_each_get_their_own_answer(
             lease = await passes.take_lease(t, xid)
             assert lease is not None and lease.execution_id == xid
             for event in lease.pending:
+                if event.seq > lease.processed_seq + 1:  # the lease counted the first
+                    assert await passes.mark_processing(lease, event.seq) == 1
                 committed = await passes.commit(lease, event.seq, OK, _after(lease, event.seq))
                 assert committed.last_seq == 3
             return len(lease.pending)
@@ -100,10 +102,36 @@ async def test_concurrent_jobs_through_the_batcher_each_get_their_own_answer(
         assert stale is None
         with pytest.raises(LeaseLost):  # a fenced commit through the batcher raises
             await passes.commit(_lease_of(t, ids[0]), 1, OK, _after(_lease_of(t, ids[0]), 1))
+        with pytest.raises(LeaseLost):  # and so does a fenced mark
+            await passes.mark_processing(_lease_of(t, ids[0]), 2)
     finally:
         await passes.close()
     assert done == [3] * 20
     assert await pg.fetchval("SELECT count(*) FROM executions WHERE processed_seq = 3") == 20
+    # every event counted exactly one attempt: by the lease, or by its mark
+    assert await pg.fetchval("SELECT count(*) FROM event_processing WHERE attempts = 1"
+                             " AND status = 'completed'") == 60
+
+
+async def test_mark_many_fences_each_mark_on_its_own(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    t = settings.tenant
+    for xid in ("x", "y"):
+        await _start(executions, t, xid, 2)
+    x, y = await processing.take_leases([(t, "x"), (t, "y")], "w")
+    assert x and y
+    await processing.commit(x, 1, OK, _after(x, 1), "w")
+    await processing.commit(y, 1, OK, _after(y, 1), "w")
+    newer = await processing.take_lease(t, "y", "other")  # y's epoch moves on
+    assert newer is not None
+    results = await processing.mark_many([(y, 2), (x, 3), (x, 2)], "w")
+    assert isinstance(results[0], LeaseLost)
+    assert isinstance(results[1], LeaseLost)  # out of order: seq 2 is next, not 3
+    assert results[2] == 1
+    rows = dict(await pg.fetch("SELECT execution_id || ':' || seq, worker FROM event_processing"
+                               " WHERE status = 'processing'"))
+    assert rows == {"x:2": "w", "y:2": "other"}  # the fenced mark wrote nothing
 
 
 def _lease_of(tenant: str, xid: str) -> Lease:
@@ -147,4 +175,11 @@ async def test_the_lease_skips_its_wal_flush_for_itself_only(
                 " (SELECT * FROM flowrt_take_leases(ARRAY[$1], ARRAY['none'], 'w', 1)) l"
                 " RIGHT JOIN (SELECT 1) one ON true", settings.tenant)
             assert in_lease == "off"
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
+            in_mark = await conn.fetchval(  # the marks skip it the same way (sql/0010)
+                "SELECT current_setting('synchronous_commit') FROM"
+                " (SELECT * FROM flowrt_mark_events(ARRAY[$1], ARRAY['none'], ARRAY[2::bigint],"
+                " ARRAY[1::bigint], ARRAY[1::bigint], 'w')) m RIGHT JOIN (SELECT 1) one ON true",
+                settings.tenant)
+            assert in_mark == "off"
             assert await conn.fetchval("SHOW synchronous_commit") == "on"
