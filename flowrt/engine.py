@@ -163,9 +163,14 @@ class Engine:
                                 state=snapshot.state, data=dict(data), attempt=attempt,
                                 idempotency_key=key, log=log)
             try:
+                # In this task (asyncio.wait_for would wrap the action in a task of its own)
+                deadline = asyncio.timeout(policy.timeout)
                 try:
-                    result = await asyncio.wait_for(registered.fn(ctx), policy.timeout)
+                    async with deadline:
+                        result = await registered.fn(ctx)
                 except TimeoutError:
+                    if not deadline.expired():  # the action's own, e.g. a client's timeout
+                        raise
                     raise TimeoutError(f"timed out after {policy.timeout:g} s") from None
                 if result is not None and not isinstance(result, dict):
                     raise TypeError(f"returned {type(result).__name__}, expected a dict or None")

@@ -175,6 +175,30 @@ async def test_a_hung_action_times_out_and_the_event_fails(settings):
     assert "timed out after 0.2 s" in evs[1]["error"]
 
 
+async def test_an_actions_own_timeout_error_is_recorded_as_it_was_raised(settings):
+    """Only the action's deadline reads "timed out after"; a TimeoutError the action
+    raises itself (a client's, say) keeps its own message."""
+    from flowrt import RetryPolicy
+
+    app = App()
+    app.add_definition(FLOW)
+    rec = Recorder(app)
+
+    async def upstream(ctx: ActionContext) -> dict[str, Any]:
+        raise TimeoutError("the payment service did not answer")
+
+    rec.action("work", upstream, retry=RetryPolicy(attempts=1, timeout=30))
+    async with running_worker(settings, app, name="w-own-timeout"), \
+            api_client(settings) as client:
+        eid = await start(client, "flow")
+        await send(client, eid, "tick")
+        x = await processed(client, eid, 2)
+        evs = await events(client, eid)
+    assert x["status"] == "failed"
+    assert evs[1]["error"].endswith("TimeoutError: the payment service did not answer")
+    assert "timed out after" not in evs[1]["error"]
+
+
 async def test_worker_without_an_action_leaves_the_event_for_one_that_has_it(settings):
     full = App()
     full.add_definition(FLOW)
