@@ -141,7 +141,8 @@ async def run(p: Profile, out: Path, keep: bool, only: set[str] | None = None,
         async def floors() -> None:
             figures["floors"] = await bench_floors(
                 servers, clients=p.clients, warmup=p.floor_warmup, seconds=p.floor_seconds,
-                messages=p.xread_messages, count=p.xread_count)
+                messages=p.xread_messages, count=p.xread_count, round_trips=p.round_trips,
+                gap=p.round_trip_gap)
 
         async def ingest() -> None:
             figures["ingest"] = await bench_ingest(servers, p)

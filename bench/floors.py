@@ -4,12 +4,15 @@
   durable commit each) into a scratch table, then XADDs one hint-sized entry; one
   connection per client, as many clients as the ingest test.
 - XREADGROUP + XACK: one consumer drains a stream of hint-sized entries in batches.
+- Round trips: one request at a time to each server, back to back and then spaced
+  out, so that the servers' processes are idle when it arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -87,9 +90,41 @@ async def _xread_xack(servers: Servers, messages: int, count: int) -> dict[str, 
             "xread_xack_per_s": round(done / elapsed, 1)}
 
 
+async def _round_trips(servers: Servers, samples: int, gap: float) -> dict[str, Any]:
+    """One request at a time to each server, p50: back to back, then ``gap`` s apart.
+    The difference is what waking idle processes costs on this machine, and an event
+    that arrives when little else runs pays it at each of its hops (moderate load)."""
+    conn = await asyncpg.connect(servers.pg.url)
+    redis = aioredis.from_url(servers.redis.url)
+
+    async def p50(call: Callable[[], Awaitable[object]], pause: float) -> float:
+        times: list[float] = []
+        for _ in range(samples):
+            t = time.perf_counter()
+            await call()
+            times.append(time.perf_counter() - t)
+            if pause:
+                await asyncio.sleep(pause)
+        return latency_summary(times)["p50"]
+
+    try:
+        await conn.fetchval("SELECT 1")  # prepared once, as flowrt's statements are
+        await redis.ping()
+        figures = {name: {"back_to_back": await p50(call, 0.0),
+                         "spaced": await p50(call, gap)}
+                   for name, call in (("postgres", lambda: conn.fetchval("SELECT 1")),
+                                      ("redis", redis.ping))}
+    finally:
+        await conn.close()
+        await redis.aclose()
+    return {"round_trip_gap_ms": gap * 1e3, "round_trip_p50_ms": figures}
+
+
 async def bench_floors(servers: Servers, *, clients: int, warmup: float, seconds: float,
-                       messages: int, count: int) -> dict[str, Any]:
+                       messages: int, count: int, round_trips: int = 100,
+                       gap: float = 0.01) -> dict[str, Any]:
     figures: dict[str, Any] = {"concurrency": clients, "seconds": seconds}
     figures.update(await _insert_xadd(servers, clients, warmup, seconds))
     figures.update(await _xread_xack(servers, messages, count))
+    figures.update(await _round_trips(servers, round_trips, gap))
     return figures

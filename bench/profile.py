@@ -17,6 +17,8 @@ class Profile:
     floor_seconds: float = 5.0
     xread_messages: int = 50_000
     xread_count: int = 100
+    round_trips: int = 100  # per server, back to back and again spaced out
+    round_trip_gap: float = 0.01
     ingest_executions: int = 100
     ingest_warmup: float = 2.0
     ingest_seconds: float = 15.0

@@ -92,6 +92,12 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         out.append(("floor", "  latency p50 / p99 / max", _lat(floors["insert_xadd_ms"]), "", ""))
         out.append(("floor", f"XREADGROUP + XACK, COUNT {floors['xread_count']}",
                     _rate(floors["xread_xack_per_s"]), "", ""))
+        if rt := floors.get("round_trip_p50_ms"):
+            pg, redis = rt["postgres"], rt["redis"]
+            out.append(("floor", f"round trip p50, back to back / {floors['round_trip_gap_ms']:g}"
+                        " ms apart", f"PostgreSQL {_num(pg['back_to_back'])} /"
+                        f" {_num(pg['spaced'])}, Redis {_num(redis['back_to_back'])} /"
+                        f" {_num(redis['spaced'])} ms", "", ""))
     if ingest := figures.get("ingest"):
         who = "API alone" if not ingest["workers"] else f"API + {ingest['workers']} workers"
         out.append(("ingest", f"accepted events, {ingest['clients']} clients, {who}",

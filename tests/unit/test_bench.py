@@ -21,7 +21,9 @@ FIGURES: dict[str, Any] = {
              "replay_ms": 88.0},
     "floors": {"concurrency": 32, "seconds": 5.0, "insert_xadd_per_s": 10000.0,
                "insert_xadd_ms": LAT, "xread_count": 100, "xread_messages": 50000,
-               "xread_xack_per_s": 36000.0},
+               "xread_xack_per_s": 36000.0, "round_trip_gap_ms": 10.0,
+               "round_trip_p50_ms": {"postgres": {"back_to_back": 0.12, "spaced": 0.45},
+                                     "redis": {"back_to_back": 0.14, "spaced": 0.65}}},
     "ingest": {"clients": 32, "workers": 0, "accepted_per_s": 2500.0, "latency_ms": LAT},
     "e2e": {w: {"workers": int(w[1]), "executions": 100, "events_per_execution": 150,
                 "events": 15000, "processed_per_s": 1600.0, "latency_ms": LAT,
@@ -66,6 +68,7 @@ def test_render_shows_every_section_with_floor_shares_and_targets() -> None:
     assert ">= 3,000/s (missed)" in text
     assert ">= 1,500/s (met)" in text
     assert "<= 100 MiB (missed)" in text  # worker2's 120 MiB
+    assert "10 ms apart" in text and "PostgreSQL 0.12 / 0.45, Redis 0.14 / 0.65 ms" in text
     assert all(len(r) == 5 for r in rows(FIGURES))
 
 
