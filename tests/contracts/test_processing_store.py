@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -507,3 +507,41 @@ async def test_lease_batches_pending_events_and_pending_reads_the_rest(
     assert again is not None and again.epoch == lease.epoch + 1
     assert again.snapshot == Snapshot(state="pending", seq=5)
     assert [e.seq for e in again.pending] == [6]
+
+
+# --- the log, as replay reads it -------------------------------------------------------
+
+
+async def test_load_returns_each_event_with_its_outcome_as_recorded(
+        pg: asyncpg.Connection, processing: ProcessingStore, executions: ExecutionStore,
+        database_url: str) -> None:
+    """Replay's read of the log (one JSON document per row, built by PostgreSQL): the
+    same values as the tables hold, created_at in UTC whatever the session's TimeZone."""
+    await pg.execute(f'ALTER DATABASE "{database_url.rsplit("/", 1)[1]}"'
+                     " SET timezone = 'Asia/Kolkata'")
+    await _start(executions, "default", "log-1", extra=2)
+    lease = await processing.take_lease("default", "log-1", "w1")
+    assert lease is not None
+    await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1")
+    failed = Outcome(status="failed", from_state="pending", to_state="pending",
+                     actions=(ActionRecord(name="charge", ok=False, error="card declined",
+                                           attempts=3),), error="charge gave up")
+    await processing.commit(lease, 2, failed, Snapshot(status="running", state="pending",
+                                                       data={"sku": "A"}, seq=2), "w1")
+    async with Database(database_url) as fresh:  # new sessions: the database's TimeZone
+        log = await ProcessingStore(fresh).load("default", "log-1", 0, 3)
+    rows = await pg.fetch("SELECT seq, event_id::text, name, payload, created_at FROM events"
+                          " WHERE execution_id = 'log-1' ORDER BY seq")
+    assert [r.event.seq for r in log] == [1, 2, 3]
+    for rec, row in zip(log, rows, strict=True):
+        assert rec.event.event_id == row["event_id"] and rec.event.name == row["name"]
+        assert rec.event.payload == json.loads(row["payload"])
+        assert rec.event.created_at == row["created_at"]
+        assert rec.event.created_at is not None
+        assert rec.event.created_at.utcoffset() == timedelta(0)
+    assert log[2].event.payload == {"amount": 1}
+    assert log[0].outcome == STARTED_OUTCOME
+    assert log[1].outcome == failed
+    assert log[2].outcome == Outcome(status="pending")
+    assert await processing.load("default", "log-1", 1, 2) == log[1:2]
+    assert await processing.load("default", "nobody", 0, 9) == []
