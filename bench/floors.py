@@ -121,8 +121,8 @@ async def _round_trips(servers: Servers, samples: int, gap: float) -> dict[str, 
 
 
 async def bench_floors(servers: Servers, *, clients: int, warmup: float, seconds: float,
-                       messages: int, count: int, round_trips: int = 100,
-                       gap: float = 0.01) -> dict[str, Any]:
+                       messages: int, count: int, round_trips: int,
+                       gap: float) -> dict[str, Any]:
     figures: dict[str, Any] = {"concurrency": clients, "seconds": seconds}
     figures.update(await _insert_xadd(servers, clients, warmup, seconds))
     figures.update(await _xread_xack(servers, messages, count))
