@@ -1,4 +1,4 @@
-"""The cycle collector of a long-running flowrt process (the API, a worker).
+"""The cycle collector of a flowrt process.
 
 CPython runs a young collection every 700 net allocations, and every so often a full
 one that walks every object the process holds. Under load the API and the workers
@@ -7,13 +7,19 @@ made (modules, the app's definitions, the pools): a pause of tens of millisecond
 the 202's p99 (docs/performance.md). ``tune`` moves what exists at start into the
 permanent generation (``gc.freeze``: never walked again) and raises the young
 threshold, so collections are rarer and each walks only what requests made since.
+``flowrt replay`` and ``flowrt export`` tune the same way: reading a long log
+allocates as fast, and young collections walked it again and again.
+
+At exit the interpreter runs a last full collection, which walks everything the
+command still holds (0.16 s after replaying 20,000 events): ``spare_exit`` freezes
+it first. The objects are still freed by reference counting, or by the exit itself.
 """
 
 from __future__ import annotations
 
 import gc
 
-__all__ = ["tune"]
+__all__ = ["spare_exit", "tune"]
 
 
 def tune(threshold: int) -> None:
@@ -24,3 +30,9 @@ def tune(threshold: int) -> None:
     gc.freeze()
     _young, middle, old = gc.get_threshold()
     gc.set_threshold(threshold, middle, old)
+
+
+def spare_exit() -> None:
+    """Keep the interpreter's last collection from walking what the process holds;
+    call it only when the process is about to exit."""
+    gc.freeze()

@@ -13,14 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import structlog
-
 from ..events import Hint
 from .db import Database
 
 __all__ = ["Outbox", "PublishedMarks"]
-
-_log = structlog.get_logger("flowrt.outbox")
 
 
 class Outbox:
@@ -98,5 +94,10 @@ class PublishedMarks:
         try:
             await self._outbox.mark_published(hints)
         except Exception as exc:  # never let the task die: the relay covers lost marks
+            # Imported here: structlog loads rich (70 ms) when it is installed, and
+            # `flowrt replay` imports this package without ever logging.
+            import structlog
+
             # The relay will republish these: a duplicate hint, never a lost one.
-            _log.warning("could not mark hints published", count=len(hints), error=str(exc))
+            structlog.get_logger("flowrt.outbox").warning(
+                "could not mark hints published", count=len(hints), error=str(exc))

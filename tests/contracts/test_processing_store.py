@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from flowrt.errors import LeaseLost
 from flowrt.events import ActionRecord, Hint, Outcome
@@ -387,6 +388,20 @@ async def test_published_marks_are_written_in_batches_and_flushed_on_close(
     rows = await pg.fetch("SELECT execution_id FROM event_processing WHERE published"
                           " ORDER BY execution_id")
     assert [r[0] for r in rows] == ["a", "c"]
+
+
+async def test_a_published_mark_that_fails_is_logged_and_left_to_the_relay(
+        settings: Settings) -> None:
+    """A database that is not there (never started): the flush fails, the marks'
+    owner is not told (the relay resends those hints), and the warning says how many."""
+    marks = PublishedMarks(Outbox(Database(settings.database_url)), interval=3600)
+    await marks.start()
+    marks.add(Hint(tenant=settings.tenant, execution_id="a", seq=1))
+    marks.add(Hint(tenant=settings.tenant, execution_id="b", seq=1))
+    with capture_logs() as logs:
+        await marks.close()
+    [entry] = [e for e in logs if e["event"] == "could not mark hints published"]
+    assert entry["log_level"] == "warning" and entry["count"] == 2 and entry["error"]
 
 
 async def test_lagging_lists_executions_waiting_too_long(
