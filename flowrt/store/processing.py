@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 
 from ..errors import LeaseLost
-from ..events import Event, Hint, Outcome, RecordedEvent
+from ..events import ActionRecord, Event, Hint, Outcome, RecordedEvent
 from ..machine import Snapshot
 from .db import Database
 
@@ -52,22 +52,19 @@ class Committed(msgspec.Struct, frozen=True, kw_only=True):
     last_seq: int
 
 
-# Each row is the RecordedEvent as JSON, built by PostgreSQL, so that the whole log is
-# one msgspec decode instead of a Python object and a convert per row (the replay of
-# a long log is mostly this). created_at is spelled in UTC whatever the session's
-# TimeZone, as asyncpg would return it.
+# The log as plain columns, each row made into its RecordedEvent by the Struct
+# constructors (no msgspec.convert, no JSON built by PostgreSQL: json_build_object
+# cost the server 0.15-0.2 s for 20,000 rows, the columns 0.01 s). The replay of a
+# long log is mostly this. actions come as text, for their typed decoder; created_at
+# as asyncpg returns a timestamptz, in UTC whatever the session's TimeZone.
 _LOG_QUERY = (
-    "SELECT json_build_object("
-    "'event', json_build_object('seq', e.seq, 'event_id', e.event_id, 'name', e.name,"
-    " 'payload', e.payload, 'created_at',"
-    " to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
-    " 'outcome', json_build_object('status', p.status, 'from_state', p.from_state,"
-    " 'to_state', p.to_state, 'actions', p.actions, 'error', p.error))::text"
+    "SELECT e.seq, e.event_id::text, e.name, e.payload, e.created_at, p.status,"
+    " p.from_state, p.to_state, p.actions::text, p.error"
     " FROM events e JOIN event_processing p USING (tenant_id, execution_id, seq)"
     " WHERE e.tenant_id = $1 AND e.execution_id = $2 AND e.seq > $3 AND e.seq <= $4"
     " ORDER BY e.seq"
 )
-_LOG = msgspec.json.Decoder(list[RecordedEvent])
+_ACTIONS = msgspec.json.Decoder(tuple[ActionRecord, ...])
 
 
 # Executions not blocked whose next unprocessed event is older than $1 seconds, as
@@ -179,7 +176,14 @@ class ProcessingStore:
                    upto: int) -> list[RecordedEvent]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(_LOG_QUERY, tenant, execution_id, after, upto)
-        return _LOG.decode("[" + ",".join([r[0] for r in rows]) + "]")
+        actions = _ACTIONS.decode
+        return [RecordedEvent(
+                    event=Event(seq=seq, event_id=event_id, name=name, payload=payload,
+                                created_at=created_at),
+                    outcome=Outcome(status=status, from_state=from_state, to_state=to_state,
+                                    actions=actions(recorded), error=error))
+                for (seq, event_id, name, payload, created_at, status, from_state, to_state,
+                     recorded, error) in rows]
 
     async def mark_processing(self, lease: Lease, seq: int, worker: str) -> int:
         """Record that ``worker`` starts on ``seq``; returns the attempt number.

@@ -530,7 +530,7 @@ async def test_lease_batches_pending_events_and_pending_reads_the_rest(
 async def test_load_returns_each_event_with_its_outcome_as_recorded(
         pg: asyncpg.Connection, processing: ProcessingStore, executions: ExecutionStore,
         database_url: str) -> None:
-    """Replay's read of the log (one JSON document per row, built by PostgreSQL): the
+    """Replay's read of the log (columns made into RecordedEvents): the
     same values as the tables hold, created_at in UTC whatever the session's TimeZone."""
     await pg.execute(f'ALTER DATABASE "{database_url.rsplit("/", 1)[1]}"'
                      " SET timezone = 'Asia/Kolkata'")
