@@ -36,6 +36,14 @@ def test_zero_leaves_the_collector_alone(restored_gc: None) -> None:
     assert gc.get_freeze_count() == 0
 
 
+def _fresh(code: str, **env: str) -> str:
+    """Run ``code`` in a fresh interpreter, so this test's own collector is not involved."""
+    env = {"PATH": "/usr/bin:/bin", **env}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip()
+
+
 @pytest.mark.parametrize(("value", "expected"), [("", 50_000), ("0", 700), ("1234", 1234)])
 def test_long_lived_processes_tune_from_flowrt_gc_threshold(value: str, expected: int) -> None:
     """The entry point the API and the worker run through (``cli._run``) applies the
@@ -46,18 +54,7 @@ def test_long_lived_processes_tune_from_flowrt_gc_threshold(value: str, expected
             "async def main():\n"
             "    return gc.get_threshold()[0]\n"
             "print(_run(main(), load_settings(os.environ).gc_threshold))\n")
-    env = {"PATH": "/usr/bin:/bin", "FLOWRT_GC_THRESHOLD": value}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True)
-    assert int(out.stdout) == expected
-
-
-def _fresh(code: str, **env: str) -> str:
-    """Run ``code`` in a fresh interpreter, so this test's own collector is not involved."""
-    env = {"PATH": "/usr/bin:/bin", **env}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True)
-    return out.stdout.strip()
+    assert int(_fresh(code, FLOWRT_GC_THRESHOLD=value)) == expected
 
 
 def test_spare_exit_freezes_what_the_process_holds(restored_gc: None) -> None:
