@@ -58,8 +58,8 @@ class Committed(msgspec.Struct, frozen=True, kw_only=True):
 # long log is mostly this. actions come as text, for their typed decoder; created_at
 # as asyncpg returns a timestamptz, in UTC whatever the session's TimeZone.
 _LOG_QUERY = (
-    "SELECT e.seq, e.event_id::text, e.name, e.payload, e.created_at, p.status,"
-    " p.from_state, p.to_state, p.actions::text, p.error"
+    "SELECT e.seq, e.event_id::text AS event_id, e.name, e.payload, e.created_at, p.status,"
+    " p.from_state, p.to_state, p.actions::text AS actions, p.error"
     " FROM events e JOIN event_processing p USING (tenant_id, execution_id, seq)"
     " WHERE e.tenant_id = $1 AND e.execution_id = $2 AND e.seq > $3 AND e.seq <= $4"
     " ORDER BY e.seq"
@@ -177,13 +177,10 @@ class ProcessingStore:
         async with self._db.connection() as conn:
             rows = await conn.fetch(_LOG_QUERY, tenant, execution_id, after, upto)
         actions = _ACTIONS.decode
-        return [RecordedEvent(
-                    event=Event(seq=seq, event_id=event_id, name=name, payload=payload,
-                                created_at=created_at),
-                    outcome=Outcome(status=status, from_state=from_state, to_state=to_state,
-                                    actions=actions(recorded), error=error))
-                for (seq, event_id, name, payload, created_at, status, from_state, to_state,
-                     recorded, error) in rows]
+        return [RecordedEvent(event=_event(r), outcome=Outcome(
+                    status=r["status"], from_state=r["from_state"], to_state=r["to_state"],
+                    actions=actions(r["actions"]), error=r["error"]))
+                for r in rows]
 
     async def mark_processing(self, lease: Lease, seq: int, worker: str) -> int:
         """Record that ``worker`` starts on ``seq``; returns the attempt number.
