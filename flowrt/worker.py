@@ -277,6 +277,7 @@ class Worker:
         lock = self._bus.lock(tenant, execution_id, self.settings.lock_ttl)
         acquired = False
         covered: list[str] = []  # acked with the release; on errors they stay pending
+        halted = False  # stopped, or the lock lost, with work maybe left: look after
         try:
             acquired = await self._acquire(lock, self.settings.lock_wait if job.reclaimed else 0)
             if not acquired:
@@ -313,6 +314,7 @@ class Worker:
                 # way), are acked with the lock's release: no await from here until
                 # the job is forgotten, so no hint can join it unacked.
                 covered = ids + job.take()
+                halted = halt.is_set()
             finally:
                 if suspect:
                     self._suspects.release()
@@ -335,15 +337,18 @@ class Worker:
             self._jobs.pop(key, None)
             self._slot_freed.set()
             if acquired:
-                await asyncio.shield(self._release(lock, job.hint, covered))
+                await asyncio.shield(self._release(lock, job.hint, covered, halted))
 
-    async def _release(self, lock: Lock, hint: Hint, covered: list[str]) -> None:
+    async def _release(self, lock: Lock, hint: Hint, covered: list[str], halted: bool) -> None:
         """Ack the hints covered, release the lock and take its wake flag (one script);
-        if the flag was up, look at the log's head once more.
+        if the flag was up, or the pass was halted, look at the log's head once more.
 
         A worker that got a hint for this execution while we held the lock raised the
         flag, acked the hint and left the work to us; an event appended after our last
         look is covered by this look, which comes after that worker saw the lock held.
+        A pass halted (the worker stops, or lost the lock) acked its hints with work
+        maybe left: the look hints it for the next worker instead of leaving it to the
+        reconciler's grace.
         """
         woken = True  # if the script failed, look anyway
         try:
@@ -351,7 +356,7 @@ class Worker:
         except Exception as exc:  # the lock expires by itself; hints stay pending
             _log.warning("ack and release failed", execution_id=hint.execution_id,
                          error=str(exc))
-        if not woken:
+        if not (woken or halted):
             return
         try:
             last = await self._store.has_work(hint.tenant, hint.execution_id)

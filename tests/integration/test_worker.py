@@ -590,6 +590,42 @@ async def test_stop_waits_for_running_action_and_commits_it(settings, redis_clie
     assert rec.count("step") == 1
 
 
+async def test_a_worker_stopped_with_work_left_hints_it_for_the_next(settings, redis_client):
+    app = App()
+    app.add_definition(SIMPLE)
+    rec = Recorder(app)
+    began, stopping = asyncio.Event(), asyncio.Event()
+
+    async def slow(ctx: ActionContext) -> dict[str, Any]:
+        began.set()
+        await stopping.wait()
+        return {"slow": True}
+
+    rec.action("step", slow)
+    rec.action("tock")
+    s = replace(settings, relay_grace=300.0, reconciler_grace=300.0)  # neither helps here
+    async with Worker(s, app, name="w-stop-left") as w, api_client(s) as client:
+        task = asyncio.create_task(w.run())
+        try:
+            eid = await start(client, "simple")
+            await processed(client, eid, 1)
+            assert await send(client, eid, "go") == 2
+            await wait_until(began.is_set, what="slow action started")
+            async with api_client(replace(s, redis_url=closed_port_url())) as no_redis:
+                assert await send(no_redis, eid, "tick") == 3  # its hint never reaches Redis
+        finally:
+            w.stop()
+            stopping.set()
+            await asyncio.wait_for(task, 30)
+        x = await execution(client, eid)
+        hints = await redis_client.xrange(keys(s).stream)
+
+    # the pass stopped after seq 2; its look at the log hinted seq 3 for the next worker
+    assert x["processed_seq"] == 2
+    assert [(f["x"], f["s"]) for _id, f in hints] == [(eid, "3")]
+    assert rec.count("tock") == 0
+
+
 # --- 12. duplicate hints ------------------------------------------------------------------
 
 
