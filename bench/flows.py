@@ -145,12 +145,24 @@ async def bench_completions(servers: Servers, p: Profile, workers: int = 2) -> d
     async with Stack(servers, "completions", workers=workers) as stack:
         warm = [f"w-{n}" for n in range(20)]
         ids = [f"p-{n}" for n in range(p.completions)]
-        for batch in (warm, ids):
-            await run_load({"port": stack.port, "key": stack.key, "concurrency": p.clients,
-                            "mode": "closed",
-                            "sequences": [[start("twostep", x), event(x, "finish")]
-                                          for x in batch]})
+        passes = "SELECT coalesce(sum(lease_epoch), 0)::bigint FROM executions"
+
+        async def run(batch: list[str]) -> dict[str, Any]:
+            posted = await run_load({
+                "port": stack.port, "key": stack.key, "concurrency": p.clients,
+                "mode": "closed",
+                "sequences": [[start("twostep", x), event(x, "finish")] for x in batch]})
             await stack.wait_processed()
+            return posted
+
+        await run(warm)
+        passes0, cpu0, t0 = (await stack.conn.fetchval(passes), await stack.cpu(),
+                             time.perf_counter())
+        posted = await run(ids)
+        cpu1, wall = await stack.cpu(), time.perf_counter() - t0
+        # per 1,000 executions, each 2 events: CPU-ms per execution
+        resources = _resources(stack, cpu0, cpu1, wall, len(ids), posted["cpu_s"])
+        passes_per = (await stack.conn.fetchval(passes) - passes0) / len(ids)
         rows = await stack.conn.fetch(
             "SELECT x.status, e.created_at AS started, x.updated_at AS finished"
             " FROM executions x JOIN events e USING (tenant_id, execution_id)"
@@ -160,4 +172,7 @@ async def bench_completions(servers: Servers, p: Profile, workers: int = 2) -> d
     span = _span(min(r["started"] for r in rows), max(r["finished"] for r in rows))
     return {"workers": workers, "executions": len(rows), "clients": p.clients,
             "completed_per_s": round(len(rows) / span, 1),
-            "latency_ms": latency_summary([_span(r["started"], r["finished"]) for r in rows])}
+            "latency_ms": latency_summary([_span(r["started"], r["finished"]) for r in rows]),
+            "passes_per_execution": round(passes_per, 2),
+            "cpu_s_per_1000": resources["cpu_s_per_1000_events"],
+            "busy_cores": resources["busy_cores"]}

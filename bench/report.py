@@ -138,6 +138,12 @@ def rows(figures: dict[str, Any]) -> list[Row]:
                     _verdict("completions_per_s", comp["completed_per_s"])))
         out.append(("completions", "  start->completed p50 / p99 / max",
                     _lat(comp["latency_ms"]), "", ""))
+        if cpu := comp.get("cpu_s_per_1000"):
+            out.append(("completions", "  worker passes per execution; CPU-ms per execution",
+                        f"{comp['passes_per_execution']:.2f}; {sum(cpu.values()):.2f}", "", ""))
+            out.append(("completions", "  CPU-ms per execution: API / workers / PostgreSQL",
+                        f"{cpu['api']:.2f} / {cpu['workers']:.2f} / {cpu['postgres']:.2f}",
+                        "", ""))
     if hist := figures.get("history"):
         n, short = hist["long_events"], hist["short_events"]
         out.append(("history", f"batch of {hist['batch']}: per event at {short:,} events",

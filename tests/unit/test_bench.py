@@ -32,7 +32,9 @@ FIGURES: dict[str, Any] = {
     "moderate": {"workers": 2, "rate_per_s": 480, "seconds": 20.0, "latency_ms": LAT,
                  "accept_ms": LAT},
     "completions": {"workers": 2, "executions": 3000, "completed_per_s": 650.0,
-                    "latency_ms": LAT},
+                    "latency_ms": LAT, "passes_per_execution": 1.5, "busy_cores": 1.8,
+                    "cpu_s_per_1000": {"api": 0.6, "workers": 0.9, "postgres": 1.0,
+                                       "redis": 0.1, "load generator": 0.05}},
     "history": {"short_events": 100, "long_events": 20000, "batch": 200,
                 "short_ms_per_event": 1.0, "long_ms_per_event": 1.1, "ratio": 1.1,
                 "single_short_ms": 2.0, "single_long_ms": 2.2, "single_ratio": 1.1,
@@ -68,6 +70,8 @@ def test_render_shows_every_section_with_floor_shares_and_targets() -> None:
     assert ">= 3,000/s (missed)" in text
     assert ">= 1,500/s (met)" in text
     assert "<= 100 MiB (missed)" in text  # worker2's 120 MiB
+    assert "1.50; 2.65" in text  # completions: passes and CPU-ms per execution
+    assert "0.60 / 0.90 / 1.00" in text
     assert "10 ms apart" in text and "PostgreSQL 0.12 / 0.45, Redis 0.14 / 0.65 ms" in text
     assert all(len(r) == 5 for r in rows(FIGURES))
 
