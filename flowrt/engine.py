@@ -34,16 +34,16 @@ _log = structlog.get_logger("flowrt.engine")
 
 
 class Passes(Protocol):
-    """Where a pass takes its lease, counts an attempt on each later event, and
-    commits each outcome, fenced (the worker's ``PassBatcher``: its concurrent jobs'
-    statements go together)."""
+    """Where a pass takes its lease, counts an attempt on each later event (by a mark,
+    or with the commit before it), and commits each outcome, fenced (the worker's
+    ``PassBatcher``: its concurrent jobs' statements go together)."""
 
     async def take_lease(self, tenant: str, execution_id: str) -> Lease | None: ...
 
     async def mark_processing(self, lease: Lease, seq: int) -> int: ...
 
-    async def commit(self, lease: Lease, seq: int, outcome: Outcome,
-                     snapshot: Snapshot) -> Committed: ...
+    async def commit(self, lease: Lease, seq: int, outcome: Outcome, snapshot: Snapshot,
+                     mark_next: int = 0) -> Committed: ...
 
 
 class Engine:
@@ -81,11 +81,16 @@ class Engine:
         batch: Sequence[Event] = lease.pending
         head = lease.last_seq
         done = 0
+        marked = False  # the event's attempt was counted by the commit before it
         while True:
-            for event in batch:
+            for i, event in enumerate(batch):
                 if halt.is_set():
                     return done
-                snapshot, head = await self._process(lease, workflow, snapshot, event)
+                # not when stopping: an attempt counted for actions that never ran
+                following = (batch[i + 1] if i + 1 < len(batch) and not halt.is_set()
+                             else None)
+                snapshot, head, marked = await self._process(lease, workflow, snapshot,
+                                                             event, following, marked)
                 done += 1
             # each commit said where the log's head was: no query unless more came
             if head <= snapshot.seq or halt.is_set():
@@ -99,8 +104,10 @@ class Engine:
                 or await self._definitions.get(lease.workflow, lease.version))
 
     async def _process(self, lease: Lease, workflow: Workflow, snapshot: Snapshot,
-                       event: Event) -> tuple[Snapshot, int]:
-        """Decide, run the actions, commit; the new snapshot and the log's head."""
+                       event: Event, following: Event | None,
+                       marked: bool) -> tuple[Snapshot, int, bool]:
+        """Decide, run the actions, commit; the new snapshot, the log's head, and
+        whether the commit counted the attempt on ``following`` (the pass's next event)."""
         with structlog.contextvars.bound_contextvars(
                 execution_id=lease.execution_id, event_id=event.event_id, seq=event.seq,
                 worker=self._worker):
@@ -108,16 +115,18 @@ class Engine:
             decision = decide(workflow, snapshot, event)
             records: list[ActionRecord] = []
             if decision.actions or decision.on_error:
-                missing = sorted({n for n in decision.actions + error_actions(workflow, decision)
-                                  if self._app.get_action(n) is None})
+                missing = self._missing(workflow, decision)
                 if missing:
                     raise ActionMissing(f"{workflow.name} v{workflow.version} names actions"
                                         f" this worker's app does not register: {missing}")
-                if event.seq != lease.processed_seq + 1:  # the lease marked the first
+                # the lease counted the first event's attempt, the commit before a later
+                # one's if it could; else a mark of its own, before the actions run
+                if event.seq != lease.processed_seq + 1 and not marked:
                     await self._passes.mark_processing(lease, event.seq)
                 records = await self._run_actions(lease, workflow, snapshot, event, decision)
             after, outcome = apply(workflow, snapshot, event, decision, records)
-            committed = await self._passes.commit(lease, event.seq, outcome, after)
+            mark_next = self._will_run(workflow, after, event, following)
+            committed = await self._passes.commit(lease, event.seq, outcome, after, mark_next)
             labels = {"workflow": workflow.name}
             self._metrics.events_processed.labels(outcome=outcome.status, **labels).inc()
             self._metrics.processing_seconds.labels(**labels).observe(time.monotonic() - started)
@@ -127,7 +136,24 @@ class Engine:
             _log.info("event processed", name=event.name, outcome=outcome.status,
                       from_state=outcome.from_state, to_state=outcome.to_state,
                       error=outcome.error)
-            return after, committed.last_seq
+            return after, committed.last_seq, mark_next != 0
+
+    def _missing(self, workflow: Workflow, decision: Decision) -> list[str]:
+        return sorted({n for n in decision.actions + error_actions(workflow, decision)
+                       if self._app.get_action(n) is None})
+
+    def _will_run(self, workflow: Workflow, after: Snapshot, event: Event,
+                  following: Event | None) -> int:
+        """``following``'s seq if it comes right after ``event`` and will run actions
+        this worker has, for the commit of ``event`` to count its attempt (one
+        statement less per later event of a pass); else 0. Deciding is pure, so this
+        is the decision ``following`` will get."""
+        if following is None or following.seq != event.seq + 1:
+            return 0
+        decision = decide(workflow, after, following)
+        if not (decision.actions or decision.on_error) or self._missing(workflow, decision):
+            return 0
+        return following.seq
 
     async def _run_actions(self, lease: Lease, workflow: Workflow, snapshot: Snapshot,
                            event: Event, decision: Decision) -> list[ActionRecord]:

@@ -5,7 +5,8 @@ A worker runs up to ``FLOWRT_CONCURRENCY`` executions at once, and with many bus
 executions most passes cover one event: a lease and a commit each, whose cost is
 mostly per round trip and per transaction. Jobs that lease or commit while earlier
 batches are in flight go together (``flowrt_take_leases``, ``flowrt_commit_events``,
-sql/0008; ``flowrt_mark_events``, sql/0010, for the later events of a pass): one
+sql/0008; ``flowrt_mark_events``, sql/0010, for the later events of a pass that
+a commit did not count, sql/0011): one
 round trip and one commit, each execution fenced on its own. A lone job is a batch
 of one, so light load waits for nothing.
 """
@@ -82,9 +83,9 @@ class PassBatcher:
         """``ProcessingStore.mark_processing``, batched; raises ``LeaseLost`` where fenced."""
         return await self._marks.submit((lease, seq))
 
-    async def commit(self, lease: Lease, seq: int, outcome: Outcome,
-                     snapshot: Snapshot) -> Committed:
+    async def commit(self, lease: Lease, seq: int, outcome: Outcome, snapshot: Snapshot,
+                     mark_next: int = 0) -> Committed:
         """``ProcessingStore.commit``, batched; raises ``LeaseLost`` where fenced."""
         return await self._commits.submit(Commit(lease=lease, seq=seq, outcome=outcome,
-                                                 snapshot=snapshot))
+                                                 snapshot=snapshot, mark_next=mark_next))
 

@@ -43,6 +43,9 @@ class Commit(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     outcome: Outcome
     snapshot: Snapshot
+    # seq + 1 when the pass goes on to an event that runs actions: its attempt is
+    # counted by this commit (0 for none), as ``mark_processing`` would before them
+    mark_next: int = 0
 
 
 class Committed(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,11 +218,14 @@ class ProcessingStore:
                 for i, (lease, seq) in enumerate(marks, start=1)]
 
     async def commit(self, lease: Lease, seq: int, outcome: Outcome, snapshot: Snapshot,
-                     worker: str) -> Committed:
+                     worker: str, mark_next: int = 0) -> Committed:
         """Apply one event's outcome and the new projection, fenced; returns when, and
-        the log's head (so the caller needs no extra query to see whether more came)."""
+        the log's head (so the caller needs no extra query to see whether more came).
+        ``mark_next`` (seq + 1): count the attempt on the next event too, as
+        ``mark_processing`` would, in the same statement."""
         [result] = await self.commit_many([Commit(lease=lease, seq=seq, outcome=outcome,
-                                                  snapshot=snapshot)], worker)
+                                                  snapshot=snapshot, mark_next=mark_next)],
+                                          worker)
         if isinstance(result, LeaseLost):
             raise result
         return result
@@ -227,21 +233,21 @@ class ProcessingStore:
     async def commit_many(self, commits: list[Commit],
                           worker: str) -> list[Committed | LeaseLost]:
         """``commit`` for many executions in one round trip and one commit
-        (``flowrt_commit_events``, sql/0008): each fenced on its own, results in order
-        (``LeaseLost`` where the fence held)."""
+        (``flowrt_commit_events``, sql/0008, with the next event's mark as in sql/0011):
+        each fenced on its own, results in order (``LeaseLost`` where the fence held)."""
         # Per execution the projection update is the fence, and the processing record
         # is only written when the fence let it through.
         async with self._db.connection() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM flowrt_commit_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-                " $11, $12, $13)",
+                " $11, $12, $13, $14)",
                 [c.lease.tenant for c in commits], [c.lease.execution_id for c in commits],
                 [c.seq for c in commits], [c.lease.epoch for c in commits],
                 [c.snapshot.status for c in commits], [c.snapshot.state for c in commits],
                 [c.snapshot.data for c in commits], [c.outcome.status for c in commits],
                 [c.outcome.from_state for c in commits], [c.outcome.to_state for c in commits],
                 [msgspec.to_builtins(c.outcome.actions) for c in commits],
-                [c.outcome.error for c in commits], worker)
+                [c.outcome.error for c in commits], worker, [c.mark_next for c in commits])
         by_ord = {r["ord"]: r for r in rows}
         results: list[Committed | LeaseLost] = []
         for i, c in enumerate(commits, start=1):

@@ -63,11 +63,12 @@ async def _versions(url: str) -> list[tuple[int, str]]:
 ALL = ["0001_init.sql", "0002_append_function.sql", "0003_dead_events_index.sql",
        "0004_start_function.sql", "0005_events_refuse_truncate.sql", "0006_tenants_and_keys.sql",
        "0007_append_events_batch.sql", "0008_worker_batches.sql",
-       "0009_start_executions_batch.sql", "0010_mark_events_batch.sql"]
+       "0009_start_executions_batch.sql", "0010_mark_events_batch.sql",
+       "0011_commit_marks_next.sql"]
 VERSIONS = [(1, "init"), (2, "append_function"), (3, "dead_events_index"),
             (4, "start_function"), (5, "events_refuse_truncate"), (6, "tenants_and_keys"),
             (7, "append_events_batch"), (8, "worker_batches"),
-            (9, "start_executions_batch"), (10, "mark_events_batch")]
+            (9, "start_executions_batch"), (10, "mark_events_batch"), (11, "commit_marks_next")]
 
 
 def test_migrations_are_found_in_order() -> None:

@@ -275,6 +275,52 @@ async def test_mark_processing_is_fenced(
     assert await processing.mark_processing(new, 2, "w1") == 1
 
 
+async def test_a_commit_counts_the_attempt_on_the_next_event_when_asked(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1", extra=2)
+    lease = await processing.take_lease(settings.tenant, "x1", "w1")
+    assert lease is not None
+    at = (await processing.commit(lease, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w1",
+                                  mark_next=2)).processed_at
+    p2 = await _processing(pg, "x1", 2)
+    assert (p2["status"], p2["attempts"], p2["worker"]) == ("processing", 1, "w1")
+    assert p2["started_at"] == at and p2["processed_at"] is None
+    assert (await _processing(pg, "x1", 3))["attempts"] == 0  # only the next one
+
+    # its own commit counts no second attempt; without mark_next, nothing is marked
+    after = Snapshot(status="running", state="pending", data={"sku": "A"}, seq=2)
+    await processing.commit(lease, 2, STARTED_OUTCOME, after, "w1")
+    assert ((await _processing(pg, "x1", 2))["status"],
+            (await _processing(pg, "x1", 2))["attempts"]) == ("completed", 1)
+    p3 = await _processing(pg, "x1", 3)
+    assert (p3["status"], p3["attempts"]) == ("pending", 0)
+
+
+async def test_the_mark_of_the_next_event_is_fenced_with_its_commit(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    await _start(executions, settings.tenant, "x1", extra=2)
+    old = await processing.take_lease(settings.tenant, "x1", "w1")
+    new = await processing.take_lease(settings.tenant, "x1", "w2")
+    assert old is not None and new is not None
+    with pytest.raises(LeaseLost):  # a stale epoch marks nothing either
+        await processing.commit(old, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "stale",
+                                mark_next=2)
+    assert (await _processing(pg, "x1", 2))["attempts"] == 0
+    # a seq that is not the next one is not marked
+    await processing.commit(new, 1, STARTED_OUTCOME, STARTED_SNAPSHOT, "w2", mark_next=3)
+    assert (await _processing(pg, "x1", 3))["attempts"] == 0
+    assert (await _processing(pg, "x1", 2))["attempts"] == 0
+    # nor a dead one
+    await pg.execute("UPDATE event_processing SET status = 'dead' WHERE execution_id = 'x1'"
+                     " AND seq = 3")
+    after = Snapshot(status="running", state="pending", data={"sku": "A"}, seq=2)
+    await processing.commit(new, 2, STARTED_OUTCOME, after, "w2", mark_next=3)
+    p3 = await _processing(pg, "x1", 3)
+    assert (p3["status"], p3["attempts"]) == ("dead", 0)
+
+
 # --- dead events ----------------------------------------------------------------------
 
 

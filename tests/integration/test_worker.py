@@ -626,6 +626,39 @@ async def test_a_worker_stopped_with_work_left_hints_it_for_the_next(settings, r
     assert rec.count("tock") == 0
 
 
+async def test_a_pass_counts_each_later_attempt_with_the_commit_before_it(settings, pg):
+    app, rec = simple_app()
+    n = 105  # more than a lease returns (100): the pass reads the rest, which starts unmarked
+    async with Worker(settings, app, name="w-marks") as w, api_client(settings) as client:
+        eid = await start(client, "simple")  # the worker registered it; it is not running
+        for _ in range(n):
+            await send(client, eid, "tick")
+        marks: list[int] = []
+        mark = w._passes.mark_processing
+
+        async def counted(lease: Any, seq: int) -> int:
+            marks.append(seq)
+            return await mark(lease, seq)
+
+        w._passes.mark_processing = counted  # type: ignore[method-assign]
+        task = asyncio.create_task(w.run())
+        try:
+            await processed(client, eid, n + 1)
+        finally:
+            w.stop()
+            await task
+    rows = await pg.fetch("SELECT seq, status, attempts FROM event_processing"
+                          " WHERE execution_id = $1 ORDER BY seq", eid)
+
+    assert rec.count("tock") == n
+    assert all((r["status"], r["attempts"]) == ("completed", 1) for r in rows), rows
+    # one pass: the lease counted seq 1, each commit the next event's attempt, except
+    # where the lease's events ended and the pass read on (seq 101)
+    assert metric(w, "flowrt_events_processed_total",
+                  {"outcome": "completed", "workflow": "simple"}) == n + 1
+    assert marks == [101]
+
+
 # --- 12. duplicate hints ------------------------------------------------------------------
 
 
