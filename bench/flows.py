@@ -107,7 +107,11 @@ async def bench_e2e(servers: Servers, p: Profile, workers: int) -> dict[str, Any
         extra: dict[str, Any] = {}
         if workers == 2:
             extra["resources"] = resources
-            extra["moderate"] = await _moderate(stack, p, ids, figures["processed_per_s"])
+            maximum = figures["processed_per_s"]
+            extra["moderate"] = await _open_loop(stack, p, ids, maximum, p.moderate_share,
+                                                 p.moderate_seconds)
+            extra["light"] = await _open_loop(stack, p, ids, maximum, p.light_share,
+                                              p.light_seconds)
     return {"run": figures, **extra}
 
 
@@ -125,19 +129,19 @@ def _resources(stack: Stack, cpu0: dict[str, float], cpu1: dict[str, float], wal
             "rss_mib": {k: round(v, 1) for k, v in stack.peak_rss().items()}}
 
 
-async def _moderate(stack: Stack, p: Profile, ids: list[str], maximum: float) -> dict[str, Any]:
+async def _open_loop(stack: Stack, p: Profile, ids: list[str], maximum: float, share: float,
+                     seconds: float) -> dict[str, Any]:
     """Open loop at a share of the measured maximum: latency when not saturated."""
-    rate = round(maximum * p.moderate_share)
+    rate = round(maximum * share)
     mark = await stack.conn.fetchval("SELECT clock_timestamp()")
     sent = await run_load({
         "port": stack.port, "key": stack.key, "concurrency": p.clients, "mode": "rate",
-        "rate": rate, "duration": p.moderate_seconds,
-        "requests": [event(x, "tick") for x in ids]})
+        "rate": rate, "duration": seconds, "requests": [event(x, "tick") for x in ids]})
     await stack.wait_processed()
     _span_s, latencies, n = await _log_latencies(stack, "e.created_at >= $1", mark)
-    return {"workers": len(stack.worker_procs), "rate_per_s": rate,
-            "share_of_max": p.moderate_share, "seconds": p.moderate_seconds, "events": n,
-            "latency_ms": latency_summary(latencies), "accept_ms": sent["latency_ms"]}
+    return {"workers": len(stack.worker_procs), "rate_per_s": rate, "share_of_max": share,
+            "seconds": seconds, "events": n, "latency_ms": latency_summary(latencies),
+            "accept_ms": sent["latency_ms"]}
 
 
 async def bench_completions(servers: Servers, p: Profile, workers: int = 2) -> dict[str, Any]:

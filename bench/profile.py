@@ -27,6 +27,8 @@ class Profile:
     e2e_events: int = 150  # per execution
     moderate_share: float = 0.3  # of the measured W=2 maximum
     moderate_seconds: float = 20.0
+    light_share: float = 0.1  # the same open loop at a lighter load, for comparison
+    light_seconds: float = 10.0
     completions: int = 3_000
     history_events: int = 20_000
     history_short: int = 100
@@ -42,5 +44,5 @@ class Profile:
 FULL = Profile("full")
 QUICK = Profile("quick", floor_warmup=0.5, floor_seconds=2.0, xread_messages=10_000,
                 ingest_warmup=1.0, ingest_seconds=3.0, e2e_executions=50, e2e_events=20,
-                moderate_seconds=4.0, completions=300, history_rounds=1,
+                moderate_seconds=4.0, light_seconds=3.0, completions=300, history_rounds=1,
                 history_singles=10, replay_runs=1)

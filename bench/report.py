@@ -131,6 +131,11 @@ def rows(figures: dict[str, Any]) -> list[Row]:
                     _verdict("moderate_p99_ms", lat["p99"])))
         out.append(("moderate", "  202 latency p50 / p99", _lat(mod["accept_ms"], ("p50", "p99")),
                     "", ""))
+    if light := figures.get("light"):
+        out.append(("light", f"fixed rate {light['rate_per_s']:,.0f}/s for {light['seconds']:g} s,"
+                    f" W={light['workers']}: accept->processed p50 / p99",
+                    _lat(light["latency_ms"], ("p50", "p99")), "",
+                    f"{light['share_of_max']:.0%} of max, for comparison"))
     if comp := figures.get("completions"):
         out.append(("completions", f"2-event, 2-action executions ({comp['executions']:,}),"
                     f" W={comp['workers']}", _rate(comp["completed_per_s"]),

@@ -31,6 +31,8 @@ FIGURES: dict[str, Any] = {
                 "cpu_s_per_1000_events": {"api": 0.5, "workers": 1.0}} for w in ("w1", "w2")},
     "moderate": {"workers": 2, "rate_per_s": 480, "seconds": 20.0, "latency_ms": LAT,
                  "accept_ms": LAT},
+    "light": {"workers": 2, "rate_per_s": 160, "seconds": 10.0, "share_of_max": 0.1,
+              "latency_ms": LAT, "accept_ms": LAT},
     "completions": {"workers": 2, "executions": 3000, "completed_per_s": 650.0,
                     "latency_ms": LAT, "passes_per_execution": 1.5, "busy_cores": 1.8,
                     "cpu_s_per_1000": {"api": 0.6, "workers": 0.9, "postgres": 1.0,
@@ -62,7 +64,7 @@ def test_latency_summary_is_in_milliseconds() -> None:
 def test_render_shows_every_section_with_floor_shares_and_targets() -> None:
     text = render(FIGURES, header=["flowrt bench, test"])
     assert text.startswith("flowrt bench, test")
-    for section in ("core", "floor", "ingest", "e2e W=1", "e2e W=2", "moderate",
+    for section in ("core", "floor", "ingest", "e2e W=1", "e2e W=2", "moderate", "light",
                     "completions", "history", "resources"):
         assert f"\n{section} " in text, section
     assert "25%" in text  # ingest: 2,500/s of a 10,000/s floor
@@ -70,6 +72,7 @@ def test_render_shows_every_section_with_floor_shares_and_targets() -> None:
     assert ">= 3,000/s (missed)" in text
     assert ">= 1,500/s (met)" in text
     assert "<= 100 MiB (missed)" in text  # worker2's 120 MiB
+    assert "fixed rate 160/s for 10 s, W=2" in text and "10% of max" in text
     assert "1.50; 2.65" in text  # completions: passes and CPU-ms per execution
     assert "0.60 / 0.90 / 1.00" in text
     assert "10 ms apart" in text and "PostgreSQL 0.12 / 0.45, Redis 0.14 / 0.65 ms" in text
