@@ -150,7 +150,10 @@ class Engine:
         is the decision ``following`` will get."""
         if following is None or following.seq != event.seq + 1:
             return 0
-        decision = decide(workflow, after, following)
+        try:
+            decision = decide(workflow, after, following)
+        except Exception:  # never let the next event cost this one its commit
+            return 0
         if not (decision.actions or decision.on_error) or self._missing(workflow, decision):
             return 0
         return following.seq
