@@ -81,7 +81,9 @@ class Engine:
         batch: Sequence[Event] = lease.pending
         head = lease.last_seq
         done = 0
-        marked = False  # the event's attempt was counted by the commit before it
+        # the event's decision, when the commit before it made it (and then counted its
+        # attempt if it runs actions)
+        ahead: Decision | None = None
         while True:
             for i, event in enumerate(batch):
                 if halt.is_set():
@@ -89,8 +91,8 @@ class Engine:
                 # not when stopping: an attempt counted for actions that never ran
                 following = (batch[i + 1] if i + 1 < len(batch) and not halt.is_set()
                              else None)
-                snapshot, head, marked = await self._process(lease, workflow, snapshot,
-                                                             event, following, marked)
+                snapshot, head, ahead = await self._process(lease, workflow, snapshot,
+                                                            event, following, ahead)
                 done += 1
             # each commit said where the log's head was: no query unless more came
             if head <= snapshot.seq or halt.is_set():
@@ -105,14 +107,14 @@ class Engine:
 
     async def _process(self, lease: Lease, workflow: Workflow, snapshot: Snapshot,
                        event: Event, following: Event | None,
-                       marked: bool) -> tuple[Snapshot, int, bool]:
-        """Decide, run the actions, commit; the new snapshot, the log's head, and
-        whether the commit counted the attempt on ``following`` (the pass's next event)."""
+                       ahead: Decision | None) -> tuple[Snapshot, int, Decision | None]:
+        """Decide (unless ``ahead`` did), run the actions, commit; the new snapshot, the
+        log's head, and ``following``'s decision if this commit counted its attempt."""
         with structlog.contextvars.bound_contextvars(
                 execution_id=lease.execution_id, event_id=event.event_id, seq=event.seq,
                 worker=self._worker):
             started = time.monotonic()
-            decision = decide(workflow, snapshot, event)
+            decision = ahead if ahead is not None else decide(workflow, snapshot, event)
             records: list[ActionRecord] = []
             if decision.actions or decision.on_error:
                 missing = self._missing(workflow, decision)
@@ -121,11 +123,12 @@ class Engine:
                                         f" this worker's app does not register: {missing}")
                 # the lease counted the first event's attempt, the commit before a later
                 # one's if it could; else a mark of its own, before the actions run
-                if event.seq != lease.processed_seq + 1 and not marked:
+                if event.seq != lease.processed_seq + 1 and ahead is None:
                     await self._passes.mark_processing(lease, event.seq)
                 records = await self._run_actions(lease, workflow, snapshot, event, decision)
             after, outcome = apply(workflow, snapshot, event, decision, records)
-            mark_next = self._will_run(workflow, after, event, following)
+            nxt = self._will_run(workflow, after, event, following)
+            mark_next = following.seq if nxt is not None and following is not None else 0
             committed = await self._passes.commit(lease, event.seq, outcome, after, mark_next)
             labels = {"workflow": workflow.name}
             self._metrics.events_processed.labels(outcome=outcome.status, **labels).inc()
@@ -136,27 +139,27 @@ class Engine:
             _log.info("event processed", name=event.name, outcome=outcome.status,
                       from_state=outcome.from_state, to_state=outcome.to_state,
                       error=outcome.error)
-            return after, committed.last_seq, mark_next != 0
+            return after, committed.last_seq, nxt
 
     def _missing(self, workflow: Workflow, decision: Decision) -> list[str]:
         return sorted({n for n in decision.actions + error_actions(workflow, decision)
                        if self._app.get_action(n) is None})
 
     def _will_run(self, workflow: Workflow, after: Snapshot, event: Event,
-                  following: Event | None) -> int:
-        """``following``'s seq if it comes right after ``event`` and will run actions
-        this worker has, for the commit of ``event`` to count its attempt (one
-        statement less per later event of a pass); else 0. Deciding is pure, so this
-        is the decision ``following`` will get."""
+                  following: Event | None) -> Decision | None:
+        """``following``'s decision if it comes right after ``event`` and will run
+        actions this worker has, for the commit of ``event`` to count its attempt (one
+        statement less per later event of a pass); else None. Deciding is pure, so
+        this is the decision ``following`` gets, and it is not made again."""
         if following is None or following.seq != event.seq + 1:
-            return 0
+            return None
         try:
             decision = decide(workflow, after, following)
         except Exception:  # never let the next event cost this one its commit
-            return 0
+            return None
         if not (decision.actions or decision.on_error) or self._missing(workflow, decision):
-            return 0
-        return following.seq
+            return None
+        return decision
 
     async def _run_actions(self, lease: Lease, workflow: Workflow, snapshot: Snapshot,
                            event: Event, decision: Decision) -> list[ActionRecord]:

@@ -7,7 +7,7 @@
 -- mark is now as durable as the commit, which it shares.
 --
 -- An overload beside 0008's 13-argument function, which workers of the version
--- before keep calling during a rolling upgrade.
+-- before keep calling during a rolling upgrade (redefined below to call this one).
 CREATE FUNCTION flowrt_commit_events(
     p_tenant text[], p_execution text[], p_seq bigint[], p_epoch bigint[],
     p_xstatus text[], p_state text[], p_data jsonb[], p_status text[], p_from text[],
@@ -47,3 +47,17 @@ BEGIN
         SELECT r.i, p.updated_at, p.last_seq FROM p;
     END LOOP;
 END $$;
+
+-- 0008's 13-argument form, kept for those workers, now runs this one with no next
+-- event to mark: one body to keep in step.
+CREATE OR REPLACE FUNCTION flowrt_commit_events(
+    p_tenant text[], p_execution text[], p_seq bigint[], p_epoch bigint[],
+    p_xstatus text[], p_state text[], p_data jsonb[], p_status text[], p_from text[],
+    p_to text[], p_actions jsonb[], p_error text[], p_worker text)
+RETURNS TABLE (ord bigint, processed_at timestamptz, last_seq bigint)
+LANGUAGE sql AS $$
+    SELECT * FROM flowrt_commit_events(p_tenant, p_execution, p_seq, p_epoch, p_xstatus,
+                                       p_state, p_data, p_status, p_from, p_to, p_actions,
+                                       p_error, p_worker,
+                                       array_fill(0::bigint, ARRAY[cardinality(p_seq)]))
+$$;

@@ -26,6 +26,7 @@ EP_COLS = ("status, published, attempts, worker, from_state, to_state, actions, 
 STARTED_OUTCOME = Outcome(status="completed", from_state=None, to_state="pending",
                           actions=(ActionRecord(name="notify", ok=True, result={"n": 1}),))
 STARTED_SNAPSHOT = Snapshot(status="running", state="pending", data={"sku": "A"}, seq=1)
+SECOND_SNAPSHOT = Snapshot(status="running", state="pending", data={"sku": "A"}, seq=2)
 
 
 async def _start(executions: ExecutionStore, tenant: str, xid: str, extra: int = 0) -> None:
@@ -289,8 +290,7 @@ async def test_a_commit_counts_the_attempt_on_the_next_event_when_asked(
     assert (await _processing(pg, "x1", 3))["attempts"] == 0  # only the next one
 
     # its own commit counts no second attempt; without mark_next, nothing is marked
-    after = Snapshot(status="running", state="pending", data={"sku": "A"}, seq=2)
-    await processing.commit(lease, 2, STARTED_OUTCOME, after, "w1")
+    await processing.commit(lease, 2, STARTED_OUTCOME, SECOND_SNAPSHOT, "w1")
     assert ((await _processing(pg, "x1", 2))["status"],
             (await _processing(pg, "x1", 2))["attempts"]) == ("completed", 1)
     p3 = await _processing(pg, "x1", 3)
@@ -315,10 +315,32 @@ async def test_the_mark_of_the_next_event_is_fenced_with_its_commit(
     # nor a dead one
     await pg.execute("UPDATE event_processing SET status = 'dead' WHERE execution_id = 'x1'"
                      " AND seq = 3")
-    after = Snapshot(status="running", state="pending", data={"sku": "A"}, seq=2)
-    await processing.commit(new, 2, STARTED_OUTCOME, after, "w2", mark_next=3)
+    await processing.commit(new, 2, STARTED_OUTCOME, SECOND_SNAPSHOT, "w2", mark_next=3)
     p3 = await _processing(pg, "x1", 3)
     assert (p3["status"], p3["attempts"]) == ("dead", 0)
+
+
+async def test_the_commit_of_workers_before_0011_still_applies(
+        settings: Settings, executions: ExecutionStore, processing: ProcessingStore,
+        pg: asyncpg.Connection) -> None:
+    # a rolling upgrade: a worker of the version before calls the 13-argument form
+    await _start(executions, settings.tenant, "x1", extra=1)
+    lease = await processing.take_lease(settings.tenant, "x1", "old")
+    assert lease is not None
+    rows = await pg.fetch(
+        "SELECT * FROM flowrt_commit_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+        " $12, $13)", [settings.tenant], ["x1"], [1], [lease.epoch], ["running"],
+        ["pending"], ['{"sku": "A"}'], ["completed"], [None], ["pending"], ["[]"], [None],
+        "old")
+    assert [r["ord"] for r in rows] == [1] and rows[0]["last_seq"] == 2
+    assert (await _execution(pg, "x1"))["processed_seq"] == 1
+    assert (await _processing(pg, "x1", 2))["attempts"] == 0  # it marks no next event
+    stale = await pg.fetch(
+        "SELECT * FROM flowrt_commit_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+        " $12, $13)", [settings.tenant], ["x1"], [2], [lease.epoch - 1], ["running"],
+        ["pending"], ['{"sku": "A"}'], ["completed"], [None], ["pending"], ["[]"], [None],
+        "old")
+    assert stale == []  # fenced as before
 
 
 # --- dead events ----------------------------------------------------------------------

@@ -338,6 +338,23 @@ def simple_app() -> tuple[App, Recorder]:
     return app, rec
 
 
+def gated_app(result: dict[str, Any]) -> tuple[App, Recorder, asyncio.Event, asyncio.Event]:
+    """SIMPLE whose ``step`` sets ``began``, waits for ``release``, then returns ``result``."""
+    app = App()
+    app.add_definition(SIMPLE)
+    rec = Recorder(app)
+    began, release = asyncio.Event(), asyncio.Event()
+
+    async def gated(ctx: ActionContext) -> dict[str, Any]:
+        began.set()
+        await release.wait()
+        return result
+
+    rec.action("step", gated)
+    rec.action("tock")
+    return app, rec, began, release
+
+
 async def test_relay_publishes_events_whose_hint_never_reached_redis(settings, redis_client):
     broken = replace(settings, redis_url=closed_port_url())
     app, rec = simple_app()
@@ -591,18 +608,7 @@ async def test_stop_waits_for_running_action_and_commits_it(settings, redis_clie
 
 
 async def test_a_worker_stopped_with_work_left_hints_it_for_the_next(settings, redis_client):
-    app = App()
-    app.add_definition(SIMPLE)
-    rec = Recorder(app)
-    began, stopping = asyncio.Event(), asyncio.Event()
-
-    async def slow(ctx: ActionContext) -> dict[str, Any]:
-        began.set()
-        await stopping.wait()
-        return {"slow": True}
-
-    rec.action("step", slow)
-    rec.action("tock")
+    app, rec, began, stopping = gated_app({"slow": True})
     s = replace(settings, relay_grace=300.0, reconciler_grace=300.0)  # neither helps here
     async with Worker(s, app, name="w-stop-left") as w, api_client(s) as client:
         task = asyncio.create_task(w.run())
@@ -762,18 +768,7 @@ async def test_dead_lettering_an_event_in_flight_leaves_a_consistent_execution(
     in-flight pass committed the dead event 'completed' and left blocked_seq set (the
     execution blocked forever behind an event that is not dead).
     """
-    app = App()
-    app.add_definition(SIMPLE)
-    rec = Recorder(app)
-    began, release = asyncio.Event(), asyncio.Event()
-
-    async def gated(ctx: ActionContext) -> dict[str, Any]:
-        began.set()
-        await release.wait()
-        return {"run": True}
-
-    rec.action("step", gated)
-    rec.action("tock")
+    app, _rec, began, release = gated_app({"run": True})
     k = keys(settings)
     # max 1: the in-flight attempt itself is enough to let the stale hint kill seq 2
     s = replace(settings, max_deliveries=1)
@@ -822,18 +817,7 @@ async def _lock_free(redis_client: Any, key: str) -> bool:
 
 async def test_worker_that_lost_its_lock_does_not_take_the_lease_again(
         settings, redis_client, pg):
-    app = App()
-    app.add_definition(SIMPLE)
-    rec = Recorder(app)
-    began, release = asyncio.Event(), asyncio.Event()
-
-    async def gated(ctx: ActionContext) -> dict[str, Any]:
-        began.set()
-        await release.wait()
-        return {"run": True}
-
-    rec.action("step", gated)
-    rec.action("tock")
+    app, _rec, began, release = gated_app({"run": True})
     k = keys(settings)
     s = replace(settings, lock_ttl=0.3)  # the keeper extends (and touches hints) every 0.1 s
     async with running_worker(s, app, name="w-lost"), api_client(s) as client:
