@@ -52,7 +52,9 @@ class Metrics:
             "flowrt_dead_letters_total", "Hints moved to the dead-letter stream.",
             registry=registry)
         self.hints_republished = Counter(
-            "flowrt_hints_republished_total", "Hints published by the relay or reconciler.",
+            "flowrt_hints_republished_total",
+            "Hints published by the relay, the reconciler, or a worker's look at the log"
+            " after its release.",
             ["source"], registry=registry)
         self.lease_lost = Counter(
             "flowrt_lease_lost_total", "Fenced commits that applied nothing (another worker won).",

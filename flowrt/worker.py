@@ -363,6 +363,7 @@ class Worker:
             if last is not None:
                 await self._bus.publish([Hint(tenant=hint.tenant,
                                               execution_id=hint.execution_id, seq=last)])
+                self.metrics.hints_republished.labels(source="release").inc()
         except Exception as exc:  # the reconciler re-hints lagging executions
             _log.warning("re-check after release failed", execution_id=hint.execution_id,
                          error=str(exc))

@@ -629,6 +629,7 @@ async def test_a_worker_stopped_with_work_left_hints_it_for_the_next(settings, r
     # the pass stopped after seq 2; its look at the log hinted seq 3 for the next worker
     assert x["processed_seq"] == 2
     assert [(f["x"], f["s"]) for _id, f in hints] == [(eid, "3")]
+    assert metric(w, "flowrt_hints_republished_total", {"source": "release"}) == 1
     assert rec.count("tock") == 0
 
 
