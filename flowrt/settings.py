@@ -11,11 +11,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from .errors import SettingsError
 
-__all__ = ["SETTINGS", "Settings", "child_environ", "env_given", "load_settings", "mask_url"]
+__all__ = ["REDIS_URL_OPTIONS", "SETTINGS", "Settings", "child_environ", "env_given",
+           "load_settings", "mask_url"]
+
+# The query options of FLOWRT_REDIS_URL that every Redis connection honours (the hot
+# path's Wire as well as redis-py's client, docs/decisions/0006).
+REDIS_URL_OPTIONS = frozenset({"db", "ssl_cert_reqs"})
 
 
 def mask_url(url: str) -> str:
@@ -175,6 +180,10 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError(f"FLOWRT_DATABASE_URL={mask_url(s.database_url)!r}: expected postgresql://")
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"FLOWRT_REDIS_URL={mask_url(s.redis_url)!r}: expected redis://")
+    unknown = set(parse_qs(urlsplit(s.redis_url).query)) - REDIS_URL_OPTIONS
+    if unknown:
+        raise SettingsError(f"FLOWRT_REDIS_URL: option(s) {', '.join(sorted(unknown))} not"
+                            f" supported (only {', '.join(sorted(REDIS_URL_OPTIONS))})")
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", s.redis_prefix):
         raise SettingsError(f"FLOWRT_REDIS_PREFIX={s.redis_prefix!r}: use letters, digits, _.:-")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", s.tenant):

@@ -1,5 +1,9 @@
-"""``Bus``: owns the Redis client; publishes, reads, acks, reclaims and dead-letters hints,
-and reports on the consumer group (stale pending hints, consumers) and prunes it."""
+"""``Bus``: owns the Redis connections; publishes, reads, acks, reclaims and dead-letters
+hints, and reports on the consumer group (stale pending hints, consumers) and prunes it.
+
+What every event does (publish, read, take tokens, lock, ack and release) goes over
+two ``Wire`` connections, one for the blocking read and one for the rest; everything
+else (reclaim, reports, lock upkeep, admin) over redis-py's client."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from ..events import Hint
 from .errors_map import unavailable
 from .keys import GROUP, Keys
 from .lock import Lock
+from .wire import Command, Wire
 
 __all__ = ["Bus", "Consumer", "Delivery", "PendingHint", "unavailable"]
 
@@ -52,6 +57,14 @@ def _script(name: str) -> str:
     return resources.files("flowrt.bus").joinpath("lua", name).read_text(encoding="utf-8")
 
 
+def _raise_first(replies: list[Any]) -> list[Any]:
+    """A pipeline's replies, or its first error reply raised (as redis-py's pipelines do)."""
+    for reply in replies:
+        if isinstance(reply, rexc.RedisError):
+            raise reply
+    return replies
+
+
 def _hint(fields: dict[str, str] | None) -> Hint | None:
     try:
         assert fields is not None
@@ -68,6 +81,8 @@ class Bus:
         self.keys = keys
         self._timeout = timeout
         self._client: aioredis.Redis | None = None
+        self._wire = Wire(url, timeout=timeout)
+        self._reader = Wire(url, timeout=timeout)  # its own: XREADGROUP blocks it
         self._closed = False
 
     async def start(self) -> None:
@@ -89,6 +104,8 @@ class Bus:
         self._finish = self._client.register_script(_script("finish.lua"))
         self._prune = self._client.register_script(_script("prune_consumers.lua"))
         self._rate = self._client.register_script(_script("rate.lua"))
+        self._wire.start()
+        self._reader.start()
 
     async def take_tokens(self, wants: list[tuple[tuple[str, float, int], int]]
                           ) -> list[tuple[int, float]]:
@@ -98,8 +115,8 @@ class Bus:
         for (_tenant, rate, burst), n in wants:
             args += [rate, burst, n]
         async with unavailable():
-            flat = await self._rate(keys=[self.keys.rate(t) for (t, _r, _b), _n in wants],
-                                    args=args)
+            flat = await self._eval(self._rate, [self.keys.rate(t) for (t, _r, _b), _n in wants],
+                                    args)
         return [(int(flat[i]), max(0.001, int(flat[i + 1]) / 1000))
                 for i in range(0, len(flat), 2)]
 
@@ -121,6 +138,8 @@ class Bus:
 
     async def close(self) -> None:
         self._closed = True
+        self._wire.close()
+        self._reader.close()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -152,16 +171,16 @@ class Bus:
                     raise
 
     async def publish(self, hints: list[Hint]) -> None:
+        stream = self.keys.stream
         async with unavailable():
             if len(hints) == 1:
                 h = hints[0]
-                await self.client.xadd(self.keys.stream,
-                                       {"t": h.tenant, "x": h.execution_id, "s": h.seq})
+                await self._wire.call("XADD", stream, "*", "t", h.tenant, "x", h.execution_id,
+                                      "s", h.seq)
                 return
-            async with self.client.pipeline(transaction=False) as pipe:
-                for h in hints:
-                    pipe.xadd(self.keys.stream, {"t": h.tenant, "x": h.execution_id, "s": h.seq})
-                await pipe.execute()
+            _raise_first(await self._wire.pipeline([
+                ("XADD", stream, "*", "t", h.tenant, "x", h.execution_id, "s", h.seq)
+                for h in hints]))
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         """New hints for this consumer.
@@ -169,36 +188,35 @@ class Bus:
         Raises ``rexc.ResponseError`` with NOGROUP if the group vanished.
         """
         async with unavailable():
-            # RESP2 with decode_responses: [[stream, [(id, {field: value}), ...]]] or None.
-            # redis-py types the reply as the union of its RESP2 and RESP3 shapes.
-            reply: Any = await self.client.xreadgroup(GROUP, consumer, {self.keys.stream: ">"},
-                                                      count=count, block=block_ms)
+            # RESP2: [[stream, [[id, [field, value, ...]], ...]]], or None when none came
+            reply: Any = await self._reader.call(
+                "XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK", block_ms,
+                "STREAMS", self.keys.stream, ">", within=block_ms / 1000 + self._timeout)
         out: list[Delivery] = []
         for _stream, messages in reply or []:
             for message_id, fields in messages:
-                out.append(Delivery(message_id=message_id, hint=_hint(fields)))
+                out.append(Delivery(message_id=message_id, hint=_hint(
+                    dict(zip(fields[::2], fields[1::2], strict=True)) if fields else None)))
         return out
 
     async def ack(self, message_ids: list[str]) -> int:
         if not message_ids:
             return 0
         async with unavailable():
-            return int(await self._ack(keys=[self.keys.stream], args=[GROUP, *message_ids]))
+            return int(await self._eval(self._ack, [self.keys.stream], [GROUP, *message_ids]))
 
     async def finish(self, lock: Lock, message_ids: list[str]) -> tuple[bool, bool]:
         """Ack ``message_ids``, release ``lock`` (if still ours) and take its wake flag,
         in one round trip: (released, woken). Woken: another worker found the lock
         held and left its hints to us, so look at the log once more."""
         async with unavailable():
-            released, woken = await self._finish(
-                keys=[self.keys.stream, lock.key, lock.wake],
-                args=[GROUP, lock.token, *message_ids])
+            released, woken = await self._eval(self._finish,
+                                               [self.keys.stream, lock.key, lock.wake],
+                                               [GROUP, lock.token, *message_ids])
         return bool(released), bool(woken)
 
     async def acquire_many(self, locks: list[Lock]) -> list[bool]:
         """``Lock.acquire`` for many locks in one round trip (a pipeline of the script)."""
-        if len(locks) == 1:
-            return [await locks[0].acquire()]
         replies = await self._scripts(self._acquire, [
             ([lock.key, lock.wake], [lock.token, lock.ttl_ms]) for lock in locks])
         return [bool(r) for r in replies]
@@ -212,23 +230,26 @@ class Bus:
             for lock, ids in items])
         return [(bool(released), bool(woken)) for released, woken in replies]
 
+    async def _eval(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """One script call (EVALSHA; loaded and sent again when Redis lost it)."""
+        try:
+            return await self._wire.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except rexc.NoScriptError:
+            await self._wire.call("SCRIPT", "LOAD", script.script)
+            return await self._wire.call("EVALSHA", script.sha, len(keys), *keys, *args)
+
     async def _scripts(self, script: AsyncScript,
                        calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """One script, many calls, one pipeline. EVALSHA only: redis-py would ask SCRIPT
-        EXISTS first on every pipeline (a second round trip); a Redis that lost the
-        script (restarted) answers NOSCRIPT, and then it is loaded and sent again."""
-        async def send() -> list[Any]:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                return list(await pipe.execute())
-
+        """One script, many calls, one pipeline. A Redis that lost the script
+        (restarted) answers NOSCRIPT to each: then it is loaded and all sent again."""
+        pipeline: list[Command] = [("EVALSHA", script.sha, len(keys), *keys, *args)
+                                   for keys, args in calls]
         async with unavailable():
-            try:
-                return await send()
-            except rexc.NoScriptError:
-                await self.client.script_load(script.script)
-                return await send()
+            replies = await self._wire.pipeline(pipeline)
+            if any(isinstance(r, rexc.NoScriptError) for r in replies):
+                await self._wire.call("SCRIPT", "LOAD", script.script)
+                replies = await self._wire.pipeline(pipeline)
+            return _raise_first(replies)
 
     async def reclaim(self, consumer: str, min_idle_ms: int,
                       page: int = 100) -> tuple[list[Delivery], list[str]]:
