@@ -100,6 +100,7 @@ class _Connection(asyncio.Protocol):
                 future.set_exception(error)
 
     def close(self, why: Exception | None = None) -> None:
+        self.lost = True  # no new call is written on it, even before connection_lost
         if self.transport is not None:
             self.transport.abort()  # connection_lost follows, and fails the waiting
         elif why is not None:
@@ -115,6 +116,7 @@ class Wire:
         self._conn: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
         self._target: dict[str, Any] = {}
+        self._closed = False
 
     def start(self) -> None:
         kwargs: dict[str, Any] = dict(parse_url(self._url))
@@ -138,6 +140,7 @@ class Wire:
         self._connecting = asyncio.Lock()
 
     def close(self) -> None:
+        self._closed = True  # calls in flight fail, and are not sent again
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -179,6 +182,8 @@ class Wire:
             return conn
         if self._connecting is None:
             raise RuntimeError("Wire is not started")
+        if self._closed:
+            raise ConnectionError("the Redis connection was closed (the process is stopping)")
         async with self._connecting:  # one connect for all the callers that need it
             if self._conn is None or self._conn.lost:
                 self._conn = await self._connect()

@@ -163,3 +163,16 @@ def test_settings_refuse_redis_url_options_no_connection_honours() -> None:
         load_settings({"FLOWRT_REDIS_URL": "redis://cache:6379/0?socket_keepalive=true"})
     ok = load_settings({"FLOWRT_REDIS_URL": "rediss://cache:6380/?db=2&ssl_cert_reqs=none"})
     Wire(ok.redis_url, timeout=1.0).start()  # what Settings lets through, a Wire takes
+
+
+async def test_a_closed_wire_fails_its_calls_and_does_not_connect_again(
+        redis_server_url: str, redis_prefix: str) -> None:
+    w = Wire(redis_server_url, timeout=3.0)
+    w.start()
+    pending = asyncio.ensure_future(w.call("BLPOP", f"{redis_prefix}:never", 2))
+    await asyncio.sleep(0.05)
+    w.close()
+    with pytest.raises(ConnectionError):
+        await pending
+    with pytest.raises(ConnectionError, match="closed"):
+        await w.call("PING")
