@@ -159,7 +159,7 @@ async def test_a_call_before_start_is_a_clear_error() -> None:
 
 
 def test_settings_refuse_redis_url_options_no_connection_honours() -> None:
-    with pytest.raises(SettingsError, match="FLOWRT_REDIS_URL: option.* socket_keepalive"):
+    with pytest.raises(SettingsError, match=r"FLOWRT_REDIS_URL: option.* socket_keepalive"):
         load_settings({"FLOWRT_REDIS_URL": "redis://cache:6379/0?socket_keepalive=true"})
     ok = load_settings({"FLOWRT_REDIS_URL": "rediss://cache:6380/?db=2&ssl_cert_reqs=none"})
     Wire(ok.redis_url, timeout=1.0).start()  # what Settings lets through, a Wire takes
