@@ -209,11 +209,8 @@ class Bus:
         """Ack ``message_ids``, release ``lock`` (if still ours) and take its wake flag,
         in one round trip: (released, woken). Woken: another worker found the lock
         held and left its hints to us, so look at the log once more."""
-        async with unavailable():
-            released, woken = await self._eval(self._finish,
-                                               [self.keys.stream, lock.key, lock.wake],
-                                               [GROUP, lock.token, *message_ids])
-        return bool(released), bool(woken)
+        [result] = await self.finish_many([(lock, message_ids)])
+        return result
 
     async def acquire_many(self, locks: list[Lock]) -> list[bool]:
         """``Lock.acquire`` for many locks in one round trip (a pipeline of the script)."""
@@ -223,20 +220,15 @@ class Bus:
 
     async def finish_many(self, items: list[tuple[Lock, list[str]]]) -> list[tuple[bool, bool]]:
         """``finish`` for many locks and their hints in one round trip."""
-        if len(items) == 1:
-            return [await self.finish(*items[0])]
         replies = await self._scripts(self._finish, [
             ([self.keys.stream, lock.key, lock.wake], [GROUP, lock.token, *ids])
             for lock, ids in items])
         return [(bool(released), bool(woken)) for released, woken in replies]
 
     async def _eval(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        """One script call (EVALSHA; loaded and sent again when Redis lost it)."""
-        try:
-            return await self._wire.call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except rexc.NoScriptError:
-            await self._wire.call("SCRIPT", "LOAD", script.script)
-            return await self._wire.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        """One script call: ``_scripts`` with one call."""
+        [reply] = await self._scripts(script, [(keys, args)])
+        return reply
 
     async def _scripts(self, script: AsyncScript,
                        calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
